@@ -1,0 +1,48 @@
+"""Every model the pipeline knows, by name: the one dict `MODELS` at the bottom of this file.
+
+A model file holds its config dataclass, its module(s) and its classifier class. The class is what
+`MODELS` maps a name to, and it follows one of two protocols:
+
+**Torch classifiers** (an `nn.Module`, trained by `hatememes.training.train` with Accelerate):
+
+    Config: type                          # the dataclass read from params.yaml `train.<name>.model`
+    inputs: tuple[str, ...]               # what each item carries besides id/text/label (see below)
+    @classmethod build(config, context) -> Self
+    collate(items: list[dict]) -> dict    # a batch of tensors; must hold "labels" (B,) float
+    forward(batch: dict) -> Tensor        # logits (B,), before the sigmoid
+    save_pretrained(directory) / @classmethod from_pretrained(directory) -> Self
+
+**Fitted classifiers** (scikit-learn probes, numpy course networks, zero-shot, ensembles):
+
+    Config, inputs, build, save_pretrained, from_pretrained as above, and
+    fit(train: list[dict], dev: list[dict]) -> None
+    predict_proba(items: list[dict]) -> np.ndarray     # P(hateful), shape (N,)
+
+Items are dicts with `id` (int), `text` (str), `label` (0, 1, or -1 when unknown) and, by input name:
+    "clip"    -> "clip_image" (D,), "clip_text" (D,)     float tensors, unnormalised CLIP embeddings
+    "grid"    -> "grid" (C, S, S)                          CNN feature map (MMBT-Grid)
+    "regions" -> "regions" (K, D), "boxes" (K, 6)        RoIAlign features + (x1, y1, x2, y2, w, h) in [0, 1]
+    "image"   -> "image"                                   PIL RGB image
+`context` is a `BuildContext`: the feature sets' meta.json and the training texts (for tokenizers
+trained on the data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    feature_meta: dict[str, dict] = field(default_factory=dict)  # extractor -> its meta.json
+    train_texts: tuple[str, ...] = ()
+
+
+MODELS: dict[str, type] = {}
+
+
+def get_model_class(name: str) -> type:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}") from None

@@ -1,0 +1,182 @@
+"""Strict, typed parameters: params.yaml (+ the profile overlay + overrides) into frozen dataclasses.
+
+    params = load_params("params.yaml")                 # dict, profile overlay applied
+    fetch = section(params, "fetch", FetchParams)       # frozen dataclass, every key checked
+
+The overlay `profiles/<profile>.yaml` may only change keys that params.yaml already has; a dataclass
+rejects missing, unknown and mistyped keys, and every message names the key and the file it came from.
+PyYAML reads `1e-4` as a string: write `1.0e-4` (the loader says so when it meets the other form).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ParamsError(ValueError):
+    """A parameter file does not match what the code expects."""
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_params(path: str | Path = "params.yaml", overrides: typing.Sequence[str] = ()) -> dict:
+    """params.yaml with `profiles/<profile>.yaml` (beside it) merged over it, then `key.path=value` overrides.
+
+    The result remembers where it came from in the key `_sources` (dropped by `resolved()`)."""
+    path = Path(path)
+    params = read_yaml(path)
+    sources = [str(path)]
+    profile = params.get("profile", "demo")
+    overlay_path = path.parent / "profiles" / f"{profile}.yaml"
+    if overlay_path.exists():
+        overlay = read_yaml(overlay_path)
+        overlay.pop("profile", None)
+        params = merge(params, overlay, where=str(overlay_path))
+        sources.append(str(overlay_path))
+    elif profile != "demo":
+        raise ParamsError(f"{path}: profile {profile!r} has no overlay file {overlay_path}")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ParamsError(f"override {item!r}: expected key.path=value")
+        params = merge(params, nested(key.split("."), yaml.safe_load(value)), where=f"override {item!r}")
+        sources.append(f"override {item}")
+    params["_sources"] = sources
+    return params
+
+
+def resolved(params: dict) -> dict:
+    """The parameters without bookkeeping keys: what a model folder or a report records."""
+    return {key: value for key, value in params.items() if not key.startswith("_")}
+
+
+def nested(keys: list[str], value: Any) -> dict:
+    return {keys[0]: nested(keys[1:], value) if len(keys) > 1 else value}
+
+
+def merge(base: dict, overlay: dict, where: str, prefix: str = "") -> dict:
+    """Deep-merge `overlay` into a copy of `base`; every overlay key must already exist in `base`."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            raise ParamsError(f"{where}: unknown key {dotted!r} (not in params.yaml)")
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            merged[key] = merge(base[key], value, where, prefix=f"{dotted}.")
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def section(params: dict, name: str, cls: type[T]) -> T:
+    """`params[name]` (a dotted path like `train.clip_fusion` works too) as a `cls` instance."""
+    where = " + ".join(params.get("_sources", ["params"]))
+    node: Any = params
+    for part in name.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ParamsError(f"{where}: missing section {name!r}")
+        node = node[part]
+    return from_dict(cls, node, where=where, prefix=f"{name}.")
+
+
+def from_dict(cls: type[T], data: Any, where: str, prefix: str = "") -> T:
+    """Build dataclass `cls` from a mapping, checking every field's presence and type."""
+    if not isinstance(data, dict):
+        raise ParamsError(f"{where}: {prefix.rstrip('.')!r} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ParamsError(f"{where}: unknown key {prefix}{unknown[0]} (valid keys: {', '.join(fields)})")
+    values = {}
+    for name, field in fields.items():
+        if name not in data:
+            has_default = field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+            if has_default:
+                continue
+            raise ParamsError(f"{where}: missing key {prefix}{name}")
+        values[name] = convert(hints[name], data[name], where, f"{prefix}{name}")
+    return cls(**values)
+
+
+def convert(hint: Any, value: Any, where: str, key: str) -> Any:
+    """Check `value` against the type `hint`, converting lists to tuples and nested mappings to dataclasses."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+
+    def fail(expected: str) -> typing.NoReturn:
+        extra = " (PyYAML reads 1e-4 as a string: write 1.0e-4)" if isinstance(value, str) and is_float(value) else ""
+        raise ParamsError(f"{where}: {key} must be {expected}, got {value!r}{extra}")
+
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where, prefix=f"{key}.")
+    if origin is Literal:
+        if value not in args:
+            fail("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if origin in (Union, types.UnionType):
+        for option in args:
+            if option is type(None) and value is None:
+                return None
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return convert(option, value, where, key)
+            except ParamsError:
+                pass
+        fail(" or ".join(getattr(a, "__name__", str(a)) for a in args))
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            fail("a list")
+        item = args[0] if args else Any
+        return tuple(convert(item, v, where, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            fail("a mapping")
+        return types.MappingProxyType({k: convert(args[1], v, where, f"{key}.{k}") for k, v in value.items()})
+    if hint is bool:
+        if not isinstance(value, bool):
+            fail("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            fail("a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            fail("a string")
+        return value
+    raise TypeError(f"params.py cannot check the type {hint!r} of {key}")
+
+
+def is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
