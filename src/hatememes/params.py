@@ -180,3 +180,16 @@ def is_float(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def add_arguments(parser) -> None:
+    """The two options every pipeline script takes: which params file, and `key.path=value` overrides."""
+    parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a parameter, e.g. --set train.clip_fusion.loop.epochs=3 (repeatable)",
+    )
+
+
+def from_arguments(args) -> dict:
+    return load_params(args.params, args.overrides)

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -82,3 +82,95 @@ def load_rgb(path: Path) -> Image.Image:
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             return Image.alpha_composite(background, rgba).convert("RGB")
         return image.convert("RGB")
+
+
+@dataclass
+class SplitCheck:
+    """What validating one split's file found: accepted memes, rejected lines, notes on kept records."""
+
+    file: str
+    lines_read: int = 0
+    accepted: list[Meme] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # valid records kept with a remark (e.g. JPEG bytes in .png)
+
+
+def read_jsonl_rows(path: Path) -> list[tuple[int, dict | str]]:
+    """(line number, parsed object or the reason it could not be parsed) for every non-blank line."""
+    rows = []
+    with Path(path).open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            try:
+                rows.append((number, json.loads(raw.decode("utf-8"))))
+            except UnicodeDecodeError as error:
+                rows.append((number, f"not UTF-8 ({error.reason} at byte {error.start})"))
+            except json.JSONDecodeError as error:
+                rows.append((number, f"malformed JSON ({error.msg} at column {error.colno})"))
+    return rows
+
+
+def check_record(record: dict | str) -> tuple[Meme | None, str]:
+    """A `Meme` from one parsed line, or None and the reason it is not a valid meme."""
+    if isinstance(record, str):
+        return None, record
+    if not isinstance(record, dict):
+        return None, f"expected a JSON object, got {type(record).__name__}"
+    for key, kind in (("id", int), ("img", str), ("text", str)):
+        if key not in record:
+            return None, f"missing field {key!r}"
+        if not isinstance(record[key], kind) or isinstance(record[key], bool):
+            return None, f"field {key!r} must be {kind.__name__}, got {type(record[key]).__name__}"
+    label = record.get("label", UNLABELLED)
+    if label is None:
+        label = UNLABELLED
+    if isinstance(label, bool) or label not in (0, 1, UNLABELLED):
+        return None, f"label must be 0 or 1 (or absent), got {label!r}"
+    if not record["text"].strip():
+        return None, "empty text"
+    return Meme(id=record["id"], img=record["img"], text=record["text"], label=label), ""
+
+
+def check_image(image_root: Path, relative: str) -> tuple[str, str]:
+    """('', note) when the image decodes fully under the pixel limit; else (reason, '')."""
+    root = Path(image_root).resolve()
+    path = (root / relative).resolve()
+    if root not in path.parents:
+        return f"image path {relative!r} escapes the dataset folder", ""
+    if not path.is_file():
+        return f"image {relative} not found", ""
+    try:
+        with Image.open(path) as image:
+            kind = image.format
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                return f"image {relative} has {image.width}x{image.height} pixels (limit {MAX_IMAGE_PIXELS})", ""
+            image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        return f"image {relative} does not decode: {error}", ""
+    suffix = path.suffix.lower().lstrip(".")
+    named = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG"}.get(suffix, suffix.upper())
+    note = f"image {relative} holds {kind} data under a .{suffix} name (kept)" if kind != named else ""
+    return "", note
+
+
+def validate_split(
+    label: str, rows: list[tuple[int, dict | str]], image_root: Path, seen: dict[int, str]
+) -> SplitCheck:
+    """Check every row of one split; `seen` maps ids to 'file:line' across splits and is updated."""
+    check = SplitCheck(file=label, lines_read=len(rows))
+    for number, record in rows:
+        meme, reason = check_record(record)
+        if meme is not None and meme.id in seen:
+            meme, reason = None, f"duplicate id (first at {seen[meme.id]})"
+        if meme is not None:
+            reason, note = check_image(image_root, meme.img)
+            if note:
+                check.notes.append(f"{label}:{number} id={meme.id} {note}")
+        if reason:
+            record_id = record.get("id") if isinstance(record, dict) else None
+            check.rejected.append(Rejected(label, number, record_id, reason))
+            continue
+        seen[meme.id] = f"{label}:{number}"
+        check.accepted.append(meme)
+    return check

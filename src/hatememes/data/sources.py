@@ -1,0 +1,251 @@
+"""Where the memes come from: a local folder, the official zip, the HuggingFace Hub copy, or the generator.
+
+Every source ends as a `RawSplits`: per official split name, the parsed lines of its jsonl and the folder
+the `img` paths are relative to. `fetch()` validates them all and writes `data/memes/` + manifest.json.
+
+Layouts recognised in a folder (or one level below it, as the zip unpacks to `hateful_memes/`):
+    official   train.jsonl, dev_seen.jsonl, ... + img/
+    MMF        annotations/*.jsonl + images/img/
+    Phase 1    dev.jsonl / test.jsonl, read as dev_seen / test_seen
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from hatememes.data.memes import (
+    SPLITS,
+    BadRecordsError,
+    SplitCheck,
+    read_jsonl_rows,
+    validate_split,
+    write_split,
+)
+from hatememes.data.synthetic import SyntheticConfig, generate_memes
+from hatememes.files import write_json
+
+PHASE1_NAMES = {"dev": "dev_seen", "test": "test_seen"}
+ZIP_PASSWORD_ENV = "HATEMEMES_ZIP_PASSWORD"
+
+
+@dataclass(frozen=True)
+class HubParams:
+    repo: str = "neuralcatcher/hateful_memes"  # a dataset repo id, or a local folder laid out like it
+    revision: str = "main"
+
+
+@dataclass(frozen=True)
+class FetchParams:
+    source: Literal["synthetic", "local", "zip", "hub"] = "synthetic"
+    path: str = "data/raw"  # the folder (local) or archive (zip)
+    zip_sha256: str = ""  # optional pin of the archive's checksum
+    on_bad_record: Literal["error", "skip"] = "error"
+    hub: HubParams = field(default_factory=HubParams)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class RawSplits:
+    image_root: Path
+    rows: dict[str, list[tuple[int, dict | str]]]  # split -> (line, parsed record or parse error)
+    files: dict[str, str]  # split -> the file name shown in messages
+    info: dict = field(default_factory=dict)
+    oracles: dict = field(default_factory=dict)  # synthetic only: unimodal and pair oracle AUROCs per split
+
+
+class UnsafeArchiveError(ValueError):
+    """The archive holds members that would be written outside the target folder."""
+
+
+def find_layout(folder: Path) -> tuple[Path, dict[str, Path]]:
+    """(image root, {split: jsonl}) of a folder in the official, MMF or Phase-1 layout."""
+    folder = Path(folder)
+    candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    for base in candidates:
+        for annotations, images in ((base, base), (base / "annotations", base / "images")):
+            files = {PHASE1_NAMES.get(p.stem, p.stem): p for p in sorted(annotations.glob("*.jsonl"))}
+            files = {split: path for split, path in files.items() if split in SPLITS}
+            if files and (images / "img").is_dir():
+                return images, files
+    raise FileNotFoundError(
+        f"{folder}: no Hateful Memes layout found (expected <split>.jsonl + img/, or MMF's annotations/ + images/img/)"
+    )
+
+
+def local_splits(folder: Path) -> RawSplits:
+    image_root, files = find_layout(folder)
+    rows = {split: read_jsonl_rows(path) for split, path in files.items()}
+    return RawSplits(image_root, rows, {s: str(p) for s, p in files.items()}, {"folder": str(folder)})
+
+
+def check_archive_members(archive: zipfile.ZipFile) -> None:
+    bad = []
+    for member in archive.infolist():
+        name = member.filename
+        if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+            bad.append(f"{name} (absolute path)")
+        elif ".." in Path(name.replace("\\", "/")).parts:
+            bad.append(f"{name} (escapes the target with '..')")
+        elif stat.S_ISLNK(member.external_attr >> 16):
+            bad.append(f"{name} (symbolic link)")
+    if bad:
+        raise UnsafeArchiveError(f"{archive.filename}: refusing to extract unsafe members: " + "; ".join(bad))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def extract_zip(archive_path: Path, target: Path, expected_sha256: str = "") -> None:
+    """Unpack the official archive after checking its checksum (if pinned) and every member's path."""
+    archive_path = Path(archive_path)
+    if not archive_path.is_file():
+        raise FileNotFoundError(f"{archive_path}: archive not found")
+    if expected_sha256:
+        actual = sha256_file(archive_path)
+        if actual != expected_sha256.lower():
+            raise ValueError(f"{archive_path}: sha256 {actual} does not match the pinned {expected_sha256}")
+    password = os.environ.get(ZIP_PASSWORD_ENV)
+    with zipfile.ZipFile(archive_path) as archive:
+        check_archive_members(archive)
+        try:
+            archive.extractall(target, pwd=password.encode() if password else None)
+        except RuntimeError as error:
+            if "password" not in str(error):
+                raise
+            hint = "is wrong" if password else f"is required: set {ZIP_PASSWORD_ENV}"
+            raise PermissionError(f"{archive_path}: the archive is encrypted and the password {hint}") from None
+
+
+def hub_splits(hub: HubParams) -> RawSplits:
+    """The Hub copy through `datasets`' json loader, one explicit data file per split."""
+    import datasets
+
+    folder = Path(hub.repo)
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        folder = Path(
+            snapshot_download(
+                repo_id=hub.repo, repo_type="dataset", revision=hub.revision, token=os.environ.get("HF_TOKEN")
+            )
+        )
+    image_root, files = find_layout(folder)
+    # One explicit file per split: given the folder alone, the library would merge dev_seen with dev_unseen.
+    data_files = {split: str(path) for split, path in files.items()}
+    try:
+        loaded = datasets.load_dataset("json", data_files=data_files)
+    except Exception as error:  # datasets wraps parse errors in several types; name the files either way
+        raise ValueError(f"{hub.repo}: the datasets json loader could not read {sorted(data_files)}: {error}") from None
+    rows = {}
+    for split in files:
+        records = [{k: v for k, v in record.items() if v is not None} for record in loaded[split]]
+        for record in records:  # relative img paths become absolute, as the loader knows no dataset root
+            if isinstance(record.get("img"), str):
+                record["img"] = str((image_root / record["img"]).resolve())
+        rows[split] = list(enumerate(records, start=1))
+    info = {"repo": hub.repo, "revision": hub.revision}
+    return RawSplits(image_root, rows, {s: str(p) for s, p in files.items()}, info)
+
+
+def content_hash(jsonl: Path, image_paths: list[Path]) -> str:
+    digest = hashlib.sha256(jsonl.read_bytes())
+    for path in image_paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def write_memes(out: Path, raw: RawSplits, checks: dict[str, SplitCheck]) -> dict:
+    """Copy (hard-link) the accepted memes into the official layout under `out`; the manifest's split part."""
+    (out / "img").mkdir(parents=True)
+    splits = {}
+    for split, check in checks.items():
+        memes, images = [], []
+        for meme in check.accepted:
+            source = (raw.image_root / meme.img).resolve()
+            target = out / "img" / source.name
+            if not target.exists():
+                link_or_copy(source, target)
+            memes.append(type(meme)(meme.id, f"img/{source.name}", meme.text, meme.label))
+            images.append(target)
+        jsonl = write_split(out, split, memes)
+        splits[split] = {
+            "file": raw.files[split],
+            "lines_read": check.lines_read,
+            "count": len(memes),
+            "hateful": sum(m.label == 1 for m in memes),
+            "labelled": sum(m.label != -1 for m in memes),
+            "rejected": len(check.rejected),
+            "sha256": content_hash(jsonl, images),
+        }
+    return splits
+
+
+def read_source(params: FetchParams, staging: Path) -> RawSplits:
+    if params.source == "local":
+        return local_splits(Path(params.path))
+    if params.source == "zip":
+        extract_zip(Path(params.path), staging / "unzipped", params.zip_sha256)
+        raw = local_splits(staging / "unzipped")
+        raw.info = {"archive": params.path}
+        return raw
+    if params.source == "hub":
+        return hub_splits(params.hub)
+    info = generate_memes(staging / "synthetic", params.synthetic)
+    raw = local_splits(staging / "synthetic")
+    raw.info = {"synthetic": asdict(params.synthetic)}
+    raw.oracles = info["oracles"]
+    return raw
+
+
+def fetch(params: FetchParams, out: Path) -> dict:
+    """Read the source, validate every record, write `out/` (official layout) and `out/manifest.json`.
+
+    `out` appears only when complete: it is built under a temporary name beside it, then renamed."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-staging-", dir=out.parent))
+    try:
+        raw = read_source(params, staging)
+        seen: dict[int, str] = {}
+        checks = {s: validate_split(raw.files[s], raw.rows[s], raw.image_root, seen) for s in SPLITS if s in raw.rows}
+        rejected = [r for check in checks.values() for r in check.rejected]
+        if rejected and params.on_bad_record == "error":
+            raise BadRecordsError(rejected)
+        building = staging / "memes"
+        manifest = {
+            "source": params.source,
+            "source_info": raw.info,
+            "splits": write_memes(building, raw, checks),
+            "missing_splits": [s for s in SPLITS if s not in checks],
+            "rejected": [asdict(r) for r in rejected],
+            "notes": [note for check in checks.values() for note in check.notes],
+        }
+        if raw.oracles:
+            manifest["oracles"] = raw.oracles
+        write_json(building / "manifest.json", manifest)
+        if out.exists():
+            shutil.rmtree(out)
+        building.rename(out)
+        return manifest
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

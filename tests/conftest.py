@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny Hateful-Memes-layout folders built in code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+SIZES = {"train": 6, "dev_seen": 3, "dev_unseen": 3, "test_seen": 3, "test_unseen": 3}
+
+
+def save_png(path: Path, seed: int, mode: str = "RGB", size: tuple[int, int] = (24, 20)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    colour = (seed * 37 % 256, seed * 91 % 256, seed * 53 % 256)
+    image = Image.new("RGB", size, colour)
+    if mode == "CMYK":
+        image.convert("CMYK").save(path.with_suffix(".jpg"), "JPEG")
+        path.with_suffix(".jpg").rename(path)
+        return
+    image.convert(mode).save(path, "PNG")
+
+
+def write_official(root: Path, sizes: dict[str, int] = SIZES, labelled: bool = True) -> dict[str, list[dict]]:
+    """An official-layout folder: img/NNNNN.png and one jsonl per split; returns the records."""
+    records, next_id = {}, 1
+    for split, count in sizes.items():
+        records[split] = []
+        for _ in range(count):
+            record = {"id": next_id, "img": f"img/{next_id:05d}.png", "text": f"meme number {next_id}"}
+            if labelled:
+                record["label"] = next_id % 2
+            save_png(root / record["img"], next_id)
+            records[split].append(record)
+            next_id += 1
+        write_lines(root / f"{split}.jsonl", [json.dumps(r) for r in records[split]])
+    return records
+
+
+def write_lines(path: Path, lines: list[str | bytes]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = b"".join((line if isinstance(line, bytes) else line.encode()) + b"\n" for line in lines)
+    path.write_bytes(data)
+
+
+@pytest.fixture
+def official(tmp_path: Path) -> Path:
+    root = tmp_path / "hateful_memes"
+    write_official(root)
+    return root
