@@ -1,0 +1,27 @@
+"""Feature extractors (DESIGN §5), by name: `clip` (open_clip), `grid` (CNN map), `regions` (RoIAlign)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hatememes.features.clip import ClipExtractor, ClipParams
+from hatememes.features.grid import GridExtractor, GridParams
+from hatememes.features.regions import RegionsExtractor, RegionsParams
+
+
+@dataclass(frozen=True)
+class FeaturesParams:
+    batch_size: int = 64
+    num_workers: int = 2
+    clip: ClipParams = field(default_factory=ClipParams)
+    grid: GridParams = field(default_factory=GridParams)
+    regions: RegionsParams = field(default_factory=RegionsParams)
+
+
+EXTRACTORS = {"clip": ClipExtractor, "grid": GridExtractor, "regions": RegionsExtractor}
+
+
+def build_extractor(name: str, params: FeaturesParams):
+    if name not in EXTRACTORS:
+        raise KeyError(f"unknown extractor {name!r}; valid extractors: {', '.join(EXTRACTORS)}")
+    return EXTRACTORS[name](getattr(params, name))

@@ -8,7 +8,7 @@ A model file holds its config dataclass, its module(s) and its classifier class.
     Config: type                          # the dataclass read from params.yaml `train.<name>.model`
     inputs: tuple[str, ...]               # what each item carries besides id/text/label (see below)
     @classmethod build(config, context) -> Self
-    collate(items: list[dict]) -> dict    # a batch of tensors; must hold "labels" (B,) float
+    collate(items: list[dict]) -> dict    # a batch of tensors; must hold "labels" (B,) float and "ids" (B,) long
     forward(batch: dict) -> Tensor        # logits (B,), before the sigmoid
     save_pretrained(directory) / @classmethod from_pretrained(directory) -> Self
 
@@ -38,7 +38,16 @@ class BuildContext:
     train_texts: tuple[str, ...] = ()
 
 
-MODELS: dict[str, type] = {}
+from hatememes.models.clip_fusion import ClipFusion  # noqa: E402
+from hatememes.models.clip_linear import ClipLinearImage, ClipLinearText  # noqa: E402
+from hatememes.models.clip_zeroshot import ClipZeroShot  # noqa: E402
+
+MODELS: dict[str, type] = {
+    "clip_fusion": ClipFusion,
+    "clip_linear_image": ClipLinearImage,
+    "clip_linear_text": ClipLinearText,
+    "clip_zeroshot": ClipZeroShot,
+}
 
 
 def get_model_class(name: str) -> type:

@@ -1,0 +1,79 @@
+"""Stage `evaluate@MODEL`: score every split with a trained model and write eval/MODEL (DESIGN §7).
+
+    python pipelines/evaluate.py clip_fusion --memes data/memes --features data/features \
+        --model models/clip_fusion --out eval/clip_fusion
+    accelerate launch --cpu --num_processes 2 pipelines/evaluate.py clip_fusion ...    # same predictions
+
+Writes predictions/<split>.csv (id,proba,label), metrics.json (AUROC + bootstrap CI, accuracy and F1 at
+the dev-chosen threshold and at 0.5, n) and roc/<split>.csv. Every id is checked to be scored exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from accelerate import PartialState
+
+from hatememes import params as P
+from hatememes.data.readers import load_items
+from hatememes.files import read_json
+from hatememes.inference import load_model, score
+from hatememes.metrics import Predictions, write_metrics, write_predictions
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    batch_size: int = 64
+    n_boot: int = 1000
+    seed: int = 0
+    threshold_criterion: str = "accuracy"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="the model's name (as in params.yaml train.models)")
+    parser.add_argument("--memes", type=Path, default=Path("data/memes"))
+    parser.add_argument("--features", type=Path, default=Path("data/features"))
+    parser.add_argument("--model", type=Path, help="the trained model folder (default: models/NAME)")
+    parser.add_argument("--out", type=Path, help="default: eval/NAME")
+    P.add_arguments(parser)
+    args = parser.parse_args(argv)
+    params = P.from_arguments(args)
+    config = P.section(params, "evaluate", EvaluateParams)
+    model, _ = load_model(args.model or Path("models") / args.name)
+    out = args.out or Path("eval") / args.name
+    features = {name: args.features / name for name in model.inputs if name != "image"}
+    predictions = {}
+    for split in read_json(args.memes / "manifest.json")["splits"]:
+        items = load_items(args.memes, features, split, model.inputs)
+        ids, probs = score(model, items, batch_size=config.batch_size)
+        if ids.tolist() != items.ids:
+            raise RuntimeError(f"{args.name} on {split}: scored ids differ from {args.memes / split}.jsonl")
+        predictions[split] = Predictions(ids, probs, np.asarray(items.labels))
+    if PartialState().is_main_process:
+        write_evaluation(out, predictions, params["train"]["dev_split"], config)
+    return 0
+
+
+def write_evaluation(out: Path, predictions: dict[str, Predictions], dev_split: str, config: EvaluateParams) -> None:
+    """Everything into `<out>.partial`, then renamed to `out`: a killed run leaves no half evaluation."""
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for split, split_predictions in predictions.items():
+        write_predictions(partial / "predictions" / f"{split}.csv", split_predictions)
+    metrics = write_metrics(partial, predictions, dev_split=dev_split, criterion=config.threshold_criterion,
+                            n_boot=config.n_boot, seed=config.seed)
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
+    for split, entry in metrics.items():
+        auroc = "n/a" if entry["auroc"] is None else f"{entry['auroc']:.4f}"
+        print(f"{out.name:22s} {split:12s} AUROC {auroc}  n={entry['n']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

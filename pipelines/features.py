@@ -1,0 +1,58 @@
+"""Stage `features@EXTRACTOR`: cache CLIP / grid / region features of every split for the trainers.
+
+    python pipelines/features.py clip --memes data/memes --out data/features/clip
+    accelerate launch pipelines/features.py grid --memes data/memes --out data/features/grid   # sharded
+
+Writes `<out>/<split>.safetensors` (rows in the order of `<memes>/<split>.jsonl`, ids alongside) and
+`<out>/meta.json` (model, tag, dims, preprocessing, box source, and the data hash of every split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from hatememes import params as P
+from hatememes.features import EXTRACTORS, FeaturesParams, build_extractor
+from hatememes.features.extract import extract_split
+from hatememes.features.store import save_split
+from hatememes.files import read_json, write_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("extractor", choices=sorted(EXTRACTORS))
+    parser.add_argument("--memes", type=Path, required=True, help="the fetched memes (data/memes)")
+    parser.add_argument("--out", type=Path, required=True, help="where to write (data/features/EXTRACTOR)")
+    P.add_arguments(parser)
+    args = parser.parse_args(argv)
+    config = P.section(P.from_arguments(args), "features", FeaturesParams)
+    torch.manual_seed(0)
+    accelerator = Accelerator()
+    extractor = build_extractor(args.extractor, config)
+    extractor.model.to(accelerator.device)
+    manifest = read_json(args.memes / "manifest.json")
+    building = args.out.with_name(f".{args.out.name}.partial")
+    if accelerator.is_main_process:
+        shutil.rmtree(building, ignore_errors=True)
+    for split in manifest["splits"]:
+        ids, tensors = extract_split(extractor, args.memes, split, config.batch_size, config.num_workers, accelerator)
+        if accelerator.is_main_process:
+            save_split(building, split, ids, tensors)
+    if accelerator.is_main_process:
+        shapes = {name: list(tensor.shape[1:]) for name, tensor in tensors.items()}
+        data_hashes = {split: info["sha256"] for split, info in manifest["splits"].items()}
+        write_json(building / "meta.json", {**extractor.meta, "shapes": shapes, "data_sha256": data_hashes})
+        shutil.rmtree(args.out, ignore_errors=True)
+        building.rename(args.out)  # complete or absent: a killed run leaves only the .partial folder
+        print(f"{args.extractor}: {', '.join(f'{n} {s}' for n, s in shapes.items())} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Stage `train@MODEL`: fit one model of params.yaml `train.models` and save it to models/MODEL.
+
+    python pipelines/train.py clip_fusion --memes data/memes --features data/features --out models/clip_fusion
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml pipelines/train.py mmbt --memes ... --out ...
+
+Torch models train with the shared Accelerate loop (`hatememes.training.train`; params `train.MODEL.loop`),
+fitted ones (probes, numpy networks, zero-shot) with their own `fit`. A killed run resumes from
+`<out>/checkpoints/` when started again with the same params and data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from accelerate import PartialState
+from torch import nn
+
+from hatememes import params as P
+from hatememes.data.readers import load_items
+from hatememes.files import read_json, write_json
+from hatememes.models import MODELS, BuildContext, get_model_class
+from hatememes.training import LoopParams, train
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help=f"one of: {', '.join(sorted(MODELS))}")
+    parser.add_argument("--memes", type=Path, default=Path("data/memes"))
+    parser.add_argument("--features", type=Path, default=Path("data/features"))
+    parser.add_argument("--out", type=Path, help="default: models/MODEL")
+    P.add_arguments(parser)
+    args = parser.parse_args(argv)
+    out = args.out or Path("models") / args.model
+    params = P.from_arguments(args)
+    model_class = get_model_class(args.model)
+    dev_split = params["train"]["dev_split"]
+    config = P.section(params, f"train.{args.model}.model", model_class.Config)
+    features = {name: args.features / name for name in model_class.inputs if name != "image"}
+    train_items = load_items(args.memes, features, "train", model_class.inputs)
+    dev_items = load_items(args.memes, features, dev_split, model_class.inputs)
+    context = BuildContext({name: read_json(folder / "meta.json") for name, folder in features.items()},
+                           tuple(meme.text for meme in train_items.memes))
+    model = model_class.build(config, context)
+    summary = {"name": args.model, "dev_split": dev_split}
+    if isinstance(model, nn.Module):
+        loop = P.section(params, f"train.{args.model}.loop", LoopParams)
+        fingerprint = {"params": P.resolved(params)["train"][args.model], "data": data_hashes(args.memes, features)}
+        discard_stale_checkpoints(out / "checkpoints", fingerprint)
+        result = train(model, train_items, dev_items, loop, out)
+        summary.update(best_dev_auroc=result.best_auroc, best_epoch=result.best_epoch, epochs_run=result.epochs_run)
+    else:
+        model.fit(train_items, dev_items)
+    if PartialState().is_main_process:
+        model.save_pretrained(out)
+        write_json(out / "model.json", summary)
+        write_json(out / "params.json", P.resolved(params))
+        print(f"{args.model}: saved to {out}")
+    return 0
+
+
+def data_hashes(memes: Path, features: dict[str, Path]) -> dict:
+    hashes = {"memes": {s: v["sha256"] for s, v in read_json(memes / "manifest.json")["splits"].items()}}
+    for name, folder in features.items():
+        hashes[name] = {key: read_json(folder / "meta.json").get(key) for key in ("model", "backbone", "pretrained")}
+    return hashes
+
+
+def discard_stale_checkpoints(checkpoints: Path, fingerprint: dict) -> None:
+    """Resume only a run of the same params and data: else start over, and say so."""
+    import shutil
+
+    stamp = checkpoints / "fingerprint.json"
+    if checkpoints.exists() and (not stamp.is_file() or read_json(stamp) != fingerprint):
+        if PartialState().is_main_process:
+            print(f"{checkpoints}: made with other params or data; starting afresh")
+            shutil.rmtree(checkpoints)
+    PartialState().wait_for_everyone()
+    if PartialState().is_main_process:
+        write_json(stamp, fingerprint)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Load a trained model folder and score memes with it, whatever the model's kind.
+
+    model, name = load_model("models/clip_fusion")     # the class is named in models/<name>/model.json
+    ids, probs = score(model, items)                   # torch models via Accelerate, fitted ones directly
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from hatememes.data.readers import MemeItems
+from hatememes.files import read_json
+from hatememes.models import get_model_class
+
+
+def load_model(directory: Path):
+    """(model, name) from a folder written by the train stage."""
+    directory = Path(directory)
+    name = read_json(directory / "model.json")["name"]
+    model = get_model_class(name).from_pretrained(directory)
+    if isinstance(model, nn.Module):
+        model.eval()
+    return model, name
+
+
+def score(model, items: MemeItems, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, P(hateful)) in the order of `items`."""
+    if isinstance(model, nn.Module):
+        from hatememes.training import predict
+
+        return predict(model, items, batch_size=batch_size)
+    probs = np.asarray(model.predict_proba([items[i] for i in range(len(items))]), dtype=np.float64)
+    if probs.shape != (len(items),):
+        raise RuntimeError(f"{type(model).__name__}.predict_proba returned shape {probs.shape} for {len(items)} memes")
+    return np.asarray(items.ids), probs

@@ -1,0 +1,68 @@
+"""The Accelerate loop: it learns, keeps the best dev epoch, and resumes a killed run exactly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+HELPERS = Path(__file__).parent / "helpers"
+sys.path.insert(0, str(HELPERS))
+
+from toy_training import LOOP, toy_items, toy_model  # noqa: E402
+
+from hatememes.training import predict, train  # noqa: E402
+
+
+def test_clip_fusion_learns_a_pairwise_rule_and_keeps_the_best_epoch(tmp_path):
+    torch.manual_seed(0)
+    model = toy_model()
+    result = train(model, toy_items(400, seed=1), toy_items(120, seed=2), LOOP, tmp_path)
+    test = toy_items(200, seed=3)
+    ids, probs = predict(model, test)
+    assert ids.tolist() == test.ids
+    assert roc_auc_score(test.labels, probs) > 0.9
+    assert result.best_auroc == max(h["dev_auroc"] for h in result.history)
+    _, dev_probs = predict(model, toy_items(120, seed=2))
+    assert roc_auc_score(toy_items(120, seed=2).labels, dev_probs) == pytest.approx(result.best_auroc)
+    assert (tmp_path / "dvclive" / "metrics.json").is_file()
+
+
+def run_toy(out: Path, slow: bool = False) -> subprocess.Popen:
+    command = [sys.executable, str(HELPERS / "toy_training.py"), str(out)] + (["--slow"] if slow else [])
+    env = {**os.environ, "PYTHONPATH": str(HELPERS)}
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def mid_epoch_checkpoints(out: Path) -> list[str]:
+    """Complete checkpoints taken inside epoch 1 (after some of its batches)."""
+    return [p.name for p in (out / "checkpoints").glob("step-*-epoch-0001")
+            if "batch-000000" not in p.name and (p / "loop_state.json").is_file()]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_predictions(tmp_path):
+    reference = tmp_path / "reference"
+    assert run_toy(reference).communicate(timeout=300)[0] is not None
+    interrupted = tmp_path / "interrupted"
+    process = run_toy(interrupted, slow=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not mid_epoch_checkpoints(interrupted):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (interrupted / "probs.npy").exists(), "the run finished before it could be killed"
+    assert mid_epoch_checkpoints(interrupted)
+    resumed = run_toy(interrupted)
+    output = resumed.communicate(timeout=300)[0].decode()
+    assert resumed.returncode == 0, output[-2000:]
+    assert "resuming from step-" in output and "epoch-0001" in output  # it continued, it did not start over
+    np.testing.assert_array_equal(np.load(interrupted / "probs.npy"), np.load(reference / "probs.npy"))
