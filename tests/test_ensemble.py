@@ -105,7 +105,7 @@ def test_protocol_path_file_path_and_save_load_agree(tmp_path):
 
     def items(split):
         return [{"id": int(i), "text": "", "label": int(y), "member_probs": {m: split[m].probs[k] for m in MEMBERS}}
-                for k, (i, y) in enumerate(zip(split["good"].ids, split["good"].labels))]
+                for k, (i, y) in enumerate(zip(split["good"].ids, split["good"].labels, strict=True))]
 
     protocol = stacking()
     protocol.fit(train=[], dev=items(dev))

@@ -201,7 +201,8 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: in
     if len(labels) == 0:
         return None
     bins = calibration_bins(labels, probs, n_bins)
-    return float(sum(b["count"] * abs(b["fraction_hateful"] - b["mean_proba"]) for b in bins if b["count"]) / len(labels))
+    gaps = [b["count"] * abs(b["fraction_hateful"] - b["mean_proba"]) for b in bins if b["count"]]
+    return float(sum(gaps) / len(labels))
 
 
 def split_metrics(

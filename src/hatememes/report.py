@@ -1,0 +1,538 @@
+"""The comparison report of every evaluated model: tables, DeLong tests, plots, error gallery, provenance.
+
+    summary = build_report(eval_dir, memes_dir, out_dir, ReportParams(), resolved_params, models_dir)
+
+reads `eval/<name>/predictions/<split>.csv` and `eval/<name>/metrics.json` (DESIGN §7; metrics are
+recomputed from the predictions where metrics.json is missing), `data/memes/` (manifest and meme images
+for the error gallery) and `models/<name>/params.json`, and writes into `out_dir`:
+    report.md, report.html (self-contained: inline CSS, images as base64, nothing fetched), summary.json,
+    plots/roc_<split>.png, plots/auroc.png, plots/calibration_<split>.png, plots/errors_<split>.png.
+Published numbers sit in their own table: they are the papers' numbers on the real data, not this run's.
+Figures are drawn on matplotlib `Figure` objects with the Agg canvas (no pyplot, no global backend).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+import os
+import re
+import textwrap
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from hatememes.data.memes import SPLITS, load_rgb, read_split
+from hatememes.metrics import (
+    Predictions,
+    calibration_bins,
+    delong_test,
+    evaluate_predictions,
+    read_predictions,
+    roc_points,
+)
+
+TITLE = "hatememes: model comparison"
+MISSING = "—"
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    models: tuple[str, ...] = ()  # eval/<name>/ folders to report, in this order; empty: every one found
+    dev_split: str = "dev_seen"  # threshold split, used only when a model has no metrics.json
+    threshold_criterion: Literal["accuracy", "f1"] = "accuracy"
+    n_boot: int = 1000  # bootstrap replicates, used only when a model has no metrics.json
+    seed: int = 0
+    gallery_splits: tuple[str, ...] = ("test_unseen",)  # error gallery of the best model on each
+    gallery_size: int = 4  # most confident false positives, and as many false negatives
+    thumbnail_px: int = 160
+    calibration_bins: int = 10
+
+
+@dataclass(frozen=True)
+class Published:
+    model: str
+    source: str
+    split: str
+    auroc: float  # x100, as the papers print it
+    accuracy: float | None = None
+    note: str = ""
+
+
+KIELA = "Kiela et al. 2020, The Hateful Memes Challenge (arXiv:2005.04790), Table 2"
+HATE_CLIPPER = "Kumar & Nandakumar 2022, Hate-CLIPper (arXiv:2210.05916)"
+PUBLISHED = (
+    Published("Human", KIELA, "test_seen", 82.65, 84.70),
+    Published("MMBT-Grid", KIELA, "test_seen", 67.92, 60.06),
+    Published("MMBT-Region", KIELA, "test_seen", 70.73, 60.23),
+    Published("VisualBERT", KIELA, "test_seen", 71.33, 63.20),
+    Published("VisualBERT COCO", KIELA, "test_seen", 71.41, 64.73),
+    Published("Hate-CLIPper (align)", HATE_CLIPPER, "test_seen", 85.80, note="the abstract's headline 85.8"),
+    Published("Hate-CLIPper (cross)", HATE_CLIPPER, "test_seen", 85.12),
+    Published("LMM-RGCL (LLaVA-1.5-7B)", "Mei et al. 2025, EMNLP (arXiv:2502.13061)", "test_seen", 89.7, 80.9,
+              note="retrieval-augmented LMM fine-tuning"),
+)
+
+
+@dataclass
+class ModelRun:
+    name: str
+    predictions: dict[str, Predictions]
+    metrics: dict[str, dict]
+    metrics_source: str
+    extras: list[Path] = field(default_factory=list)
+
+
+# ----- reading eval/
+
+
+def discover_models(eval_dir: Path, names: tuple[str, ...]) -> list[str]:
+    found = sorted(p.parent.name for p in Path(eval_dir).glob("*/predictions") if p.is_dir())
+    if not names:
+        return found
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise FileNotFoundError(f"{eval_dir}: no predictions for {missing} (found: {found})")
+    return list(names)
+
+
+def load_run(eval_dir: Path, name: str, params: ReportParams) -> ModelRun:
+    folder = Path(eval_dir) / name
+    predictions = {s: read_predictions(folder / "predictions" / f"{s}.csv")
+                   for s in SPLITS if (folder / "predictions" / f"{s}.csv").exists()}
+    if (folder / "metrics.json").exists():
+        metrics, source = json.loads((folder / "metrics.json").read_text(encoding="utf-8")), "metrics.json"
+    else:
+        metrics = evaluate_predictions(predictions, params.dev_split, params.threshold_criterion, params.n_boot,
+                                       params.seed)
+        source = "recomputed from predictions"
+    extras = sorted(p for p in (folder / "extra").glob("*") if p.suffix in (".png", ".json"))
+    return ModelRun(name, predictions, metrics, source, extras)
+
+
+# ----- comparing models
+
+
+def delong_against(best: Predictions, other: Predictions) -> dict | None:
+    """DeLong test of `other` against `best` on the labelled memes both scored."""
+    best, other = best.labelled, other.labelled
+    common, in_best, in_other = np.intersect1d(best.ids, other.ids, return_indices=True)
+    result = delong_test(best.labels[in_best], other.probs[in_other], best.probs[in_best])
+    if result is None:
+        return None
+    return {"p": result.p_value, "z": result.z, "difference": result.difference, "n": int(len(common))}
+
+
+def compare_split(runs: list[ModelRun], split: str) -> dict:
+    """One split: each model's metrics, the best model by AUROC, each model's DeLong test against it."""
+    rows = {run.name: dict(run.metrics[split]) for run in runs if split in run.metrics}
+    scored = [run.name for run in runs if split in run.predictions]
+    defined = {name: row["auroc"] for name, row in rows.items() if row.get("auroc") is not None}
+    best = max(defined, key=defined.get) if defined else None
+    by_name = {run.name: run for run in runs}
+    for name, row in rows.items():
+        row["delong_vs_best"] = None
+        if best is not None and name != best and row.get("auroc") is not None:
+            row["delong_vs_best"] = delong_against(by_name[best].predictions[split], by_name[name].predictions[split])
+    unlabelled = {name: {"n": len(by_name[name].predictions[split].ids)} for name in scored if name not in rows}
+    return {"best": best, "rows": rows, "unlabelled": unlabelled}
+
+
+# ----- provenance
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def provenance(memes_dir: Path, models_dir: Path | None, names: list[str], resolved_params: dict) -> dict:
+    params_text = json.dumps(resolved_params, sort_keys=True, default=str)
+    record = {"params_sha256": sha256_of(params_text.encode()), "params": resolved_params, "manifest": None,
+              "model_params": {}}
+    manifest_path = Path(memes_dir) / "manifest.json"
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        keep = ("count", "hateful", "labelled", "rejected", "sha256")
+        record["manifest"] = {
+            "sha256": sha256_of(manifest_path.read_bytes()), "source": manifest.get("source"),
+            "splits": {s: {k: v for k, v in info.items() if k in keep}
+                       for s, info in manifest.get("splits", {}).items()},
+        }
+    for name in names:
+        path = Path(models_dir) / name / "params.json" if models_dir else None
+        if path and path.exists():
+            record["model_params"][name] = {"sha256": sha256_of(path.read_bytes()),
+                                            "params": json.loads(path.read_text(encoding="utf-8"))}
+    return record
+
+
+# ----- figures
+
+
+def new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def plot_roc(runs: list[ModelRun], split: str, path: Path) -> None:
+    figure = new_figure(5.5, 5)
+    axes = figure.add_subplot()
+    for run in runs:
+        entry = run.metrics.get(split, {})
+        if entry.get("auroc") is not None:
+            labelled = run.predictions[split].labelled
+            fpr, tpr = roc_points(labelled.labels, labelled.probs)
+            axes.plot(fpr, tpr, label=f"{run.name} ({entry['auroc']:.3f})")
+    axes.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="chance")
+    axes.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, {split}", aspect="equal")
+    axes.legend(fontsize=8, loc="lower right")
+    figure.savefig(path)
+
+
+def plot_auroc_bars(runs: list[ModelRun], splits: list[str], path: Path) -> None:
+    figure = new_figure(max(6, 1.6 * len(splits)), 4)
+    axes = figure.add_subplot()
+    width = 0.8 / max(1, len(runs))
+    for k, run in enumerate(runs):
+        entries = [run.metrics.get(s, {}) for s in splits]
+        heights = [e.get("auroc") or np.nan for e in entries]
+        errors = np.array([[h - e["auroc_ci95"][0], e["auroc_ci95"][1] - h] if e.get("auroc_ci95") else [0, 0]
+                           for h, e in zip(heights, entries, strict=True)]).T  # (2, S)
+        axes.bar(np.arange(len(splits)) + (k - (len(runs) - 1) / 2) * width, heights, width, yerr=errors,
+                 capsize=2, label=run.name)
+    axes.axhline(0.5, color="k", linestyle="--", linewidth=0.8)
+    axes.set(xticks=np.arange(len(splits)), xticklabels=splits, ylabel="AUROC (95% CI)", ylim=(0.0, 1.05),
+             title="AUROC by split")
+    axes.legend(fontsize=7, ncols=min(4, len(runs)), loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    figure.savefig(path)
+
+
+def plot_calibration(runs: list[ModelRun], split: str, n_bins: int, path: Path) -> None:
+    figure = new_figure(5.5, 5)
+    axes = figure.add_subplot()
+    for run in runs:
+        if split in run.metrics and split in run.predictions:
+            labelled = run.predictions[split].labelled
+            bins = [b for b in calibration_bins(labelled.labels, labelled.probs, n_bins) if b["count"]]
+            ece = run.metrics[split].get("ece")
+            label = run.name if ece is None else f"{run.name} (ECE {ece:.3f})"
+            axes.plot([b["mean_proba"] for b in bins], [b["fraction_hateful"] for b in bins], "o-", label=label)
+    axes.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="perfect calibration")
+    axes.set(xlabel="mean predicted P(hateful)", ylabel="fraction hateful", title=f"Reliability, {split}",
+             xlim=(0, 1), ylim=(0, 1), aspect="equal")
+    axes.legend(fontsize=8, loc="upper left")
+    figure.savefig(path)
+
+
+# ----- error gallery
+
+
+def error_cases(run: ModelRun, split: str, memes_dir: Path, size: int) -> list[dict]:
+    """The `size` most confident false positives and false negatives at the model's dev-chosen threshold."""
+    labelled = run.predictions[split].labelled
+    threshold = run.metrics[split]["threshold"]
+    memes = {m.id: m for m in read_split(memes_dir, split)}
+    false_positive = np.flatnonzero((labelled.labels == 0) & (labelled.probs >= threshold))
+    false_negative = np.flatnonzero((labelled.labels == 1) & (labelled.probs < threshold))
+    chosen = [("false positive", i) for i in false_positive[np.argsort(-labelled.probs[false_positive])][:size]]
+    chosen += [("false negative", i) for i in false_negative[np.argsort(labelled.probs[false_negative])][:size]]
+    cases = []
+    for kind, i in chosen:
+        meme = memes.get(int(labelled.ids[i]))
+        cases.append({"kind": kind, "id": int(labelled.ids[i]), "proba": float(labelled.probs[i]),
+                      "label": int(labelled.labels[i]), "text": meme.text if meme else "",
+                      "img": str(Path(memes_dir) / meme.img) if meme else None})
+    return cases
+
+
+def thumbnail(path: str | None, size: int):
+    if path is None or not Path(path).exists():
+        return None
+    image = load_rgb(Path(path))
+    image.thumbnail((size, size))
+    return image
+
+
+def plot_gallery(cases: list[dict], size: int, title: str, path: Path) -> None:
+    columns = max(1, max(sum(c["kind"] == k for c in cases) for k in ("false positive", "false negative")))
+    figure = new_figure(max(5.0, 2.4 * columns), 6.4)
+    figure.suptitle(title)
+    for row, kind in enumerate(("false positive", "false negative")):
+        for col, case in enumerate(c for c in cases if c["kind"] == kind):
+            axes = figure.add_subplot(2, columns, row * columns + col + 1)
+            image = thumbnail(case["img"], size)
+            if image is not None:
+                axes.imshow(np.asarray(image))
+            axes.set_title(f"{kind}\nid {case['id']}  P={case['proba']:.2f}", fontsize=8)
+            axes.set_xlabel(textwrap.fill(textwrap.shorten(case["text"], 90), 28), fontsize=7)
+            axes.set(xticks=[], yticks=[])
+    figure.savefig(path)
+
+
+# ----- the summary
+
+
+def summarise(runs: list[ModelRun], params: ReportParams, memes_dir: Path, record: dict) -> dict:
+    splits = {split: compare_split(runs, split) for split in SPLITS if any(split in r.predictions for r in runs)}
+    galleries = {}
+    for split in params.gallery_splits:
+        best = splits.get(split, {}).get("best")
+        if best is not None and (Path(memes_dir) / f"{split}.jsonl").exists():
+            run = next(r for r in runs if r.name == best)
+            galleries[split] = {"model": best, "cases": error_cases(run, split, memes_dir, params.gallery_size)}
+    return {
+        "title": TITLE, "models": [r.name for r in runs], "splits": splits,
+        "metrics_source": {r.name: r.metrics_source for r in runs},
+        "published": [asdict(p) for p in PUBLISHED], "galleries": galleries,
+        "extras": {r.name: [str(p) for p in r.extras] for r in runs if r.extras},
+        "provenance": record, "report_params": asdict(params),
+    }
+
+
+def write_figures(runs: list[ModelRun], summary: dict, params: ReportParams, plots: Path) -> list[tuple[str, Path]]:
+    plots.mkdir(parents=True, exist_ok=True)
+    labelled = [s for s, info in summary["splits"].items() if info["best"] is not None]
+    figures = []
+    if labelled:
+        plot_auroc_bars(runs, labelled, plots / "auroc.png")
+        figures.append(("AUROC by split with 95% bootstrap CIs", plots / "auroc.png"))
+    for split in labelled:
+        plot_roc(runs, split, plots / f"roc_{split}.png")
+        figures.append((f"ROC curves, {split}", plots / f"roc_{split}.png"))
+    for split in labelled:
+        plot_calibration(runs, split, params.calibration_bins, plots / f"calibration_{split}.png")
+        figures.append((f"Reliability diagram, {split}", plots / f"calibration_{split}.png"))
+    for split, gallery in summary["galleries"].items():
+        path = plots / f"errors_{split}.png"
+        plot_gallery(gallery["cases"], params.thumbnail_px, f"{gallery['model']} on {split}: confident errors", path)
+        figures.append((f"Error gallery, {split} ({gallery['model']})", path))
+    return figures
+
+
+# ----- rendering
+
+
+def fmt(value, digits: int = 3) -> str:
+    return MISSING if value is None else f"{value:.{digits}f}"
+
+
+def fmt_p(delong: dict | None) -> str:
+    if delong is None:
+        return MISSING
+    return "<0.001" if delong["p"] < 0.001 else f"{delong['p']:.3f}"
+
+
+def auroc_cell(entry: dict | None) -> str:
+    if not entry or entry.get("auroc") is None:
+        return MISSING if not entry else f"{MISSING} ({entry.get('note', 'not defined')})"
+    ci = entry.get("auroc_ci95")
+    return f"{entry['auroc']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def overview_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """AUROC [95% CI] of every model on every split; the best of each split starred."""
+    splits = list(summary["splits"])
+    rows = []
+    for name in summary["models"]:
+        cells = []
+        for split in splits:
+            info = summary["splits"][split]
+            entry = info["rows"].get(name)
+            cell = auroc_cell(entry) if entry or name not in info["unlabelled"] else "no labels"
+            cells.append(f"★ {cell}" if info["best"] == name else cell)
+        rows.append([name] + cells)
+    return ["model"] + splits, rows
+
+
+def split_rows(summary: dict, split: str) -> tuple[list[str], list[list[str]]]:
+    info = summary["splits"][split]
+    header = ["model", "AUROC [95% CI]", "accuracy", "F1", "threshold", "acc @0.5", "F1 @0.5", "ECE", "n",
+              "DeLong p vs best"]
+    rows = []
+    for name in summary["models"]:
+        entry = info["rows"].get(name)
+        if entry is None:
+            rows.append([name, MISSING, MISSING, MISSING, MISSING, MISSING, MISSING, MISSING,
+                         str(info["unlabelled"].get(name, {}).get("n", MISSING)), MISSING])
+            continue
+        best = info["best"] == name
+        rows.append([f"★ {name}" if best else name, auroc_cell(entry), fmt(entry.get("accuracy")),
+                     fmt(entry.get("f1")), fmt(entry.get("threshold")), fmt(entry.get("accuracy_at_0.5")),
+                     fmt(entry.get("f1_at_0.5")), fmt(entry.get("ece")), str(entry.get("n", MISSING)),
+                     "best" if best else fmt_p(entry.get("delong_vs_best"))])
+    return header, rows
+
+
+def published_rows() -> tuple[list[str], list[list[str]]]:
+    header = ["model (published)", "split", "AUROC ×100", "accuracy %", "source", "note"]
+    return header, [[p.model, p.split, f"{p.auroc:.2f}", fmt(p.accuracy, 2), p.source, p.note] for p in PUBLISHED]
+
+
+PUBLISHED_CAVEAT = ("These are the papers' numbers on the real Hateful Memes data (×100), copied from the "
+                    "cited papers. They are NOT this run's numbers: the demo profile uses synthetic memes and "
+                    "tiny models, and even the full profile differs in features, seeds and training details.")
+DELONG_NOTE = ("★ marks the best AUROC of each split. DeLong p: two-sided DeLong test (fast algorithm of Sun & "
+               "Xu 2014) of each model's AUROC against the best model's, on the memes both scored. "
+               "Accuracy and F1 use the threshold chosen on the dev split (see `threshold`); the @0.5 columns "
+               "use 0.5.")
+
+
+def split_note(summary: dict, split: str) -> str:
+    """One line under a split's heading: its size and class balance, or why it has no metrics."""
+    info = summary["splits"][split]
+    if not info["rows"]:
+        return "No labels in this split: predictions only, no metrics."
+    entry = next(iter(info["rows"].values()))
+    return f"{entry['n']} labelled memes, {entry.get('n_hateful', MISSING)} hateful."
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows])
+
+
+def render_markdown(summary: dict, figures: list[tuple[str, Path]], out_dir: Path) -> str:
+    parts = [f"# {TITLE}", "", "## AUROC of every model on every split", "", md_table(*overview_rows(summary)), "",
+             DELONG_NOTE, ""]
+    for split in summary["splits"]:
+        parts += [f"### {split}", "", split_note(summary, split), "", md_table(*split_rows(summary, split)), ""]
+    parts += ["## Published numbers (not this run)", "", PUBLISHED_CAVEAT, "", md_table(*published_rows()), ""]
+    parts += ["## Figures", ""] + [f"![{c}]({os.path.relpath(p, out_dir)})\n" for c, p in figures]
+    for split, gallery in summary["galleries"].items():
+        rows = [[c["kind"], str(c["id"]), f"{c['proba']:.3f}", str(c["label"]), c["text"]] for c in gallery["cases"]]
+        parts += [f"## Error gallery: {gallery['model']} on {split}", "",
+                  md_table(["kind", "id", "P(hateful)", "label", "text"], rows), ""]
+    for name, paths in summary["extras"].items():
+        parts += [f"## Extra figures: {name}", ""] + [extra_markdown(Path(p), out_dir) for p in paths]
+    parts += ["## Provenance", "", *provenance_lines(summary)]
+    return "\n".join(parts) + "\n"
+
+
+def extra_markdown(path: Path, out_dir: Path) -> str:
+    if path.suffix == ".png":
+        return f"![{path.name}]({os.path.relpath(path, out_dir)})\n"
+    return f"`{path.name}`\n\n```json\n{path.read_text(encoding='utf-8')[:4000]}\n```\n"
+
+
+def provenance_lines(summary: dict) -> list[str]:
+    record = summary["provenance"]
+    lines = [f"- resolved params sha256: `{record['params_sha256']}`"]
+    if record["manifest"]:
+        manifest = record["manifest"]
+        lines.append(f"- data manifest sha256: `{manifest['sha256']}` (source: {manifest['source']})")
+        lines += [f"  - {s}: {i.get('count')} memes, {i.get('hateful')} hateful, sha256 `{i.get('sha256')}`"
+                  for s, i in manifest["splits"].items()]
+    lines += [f"- models/{n}/params.json sha256: `{m['sha256']}`" for n, m in record["model_params"].items()]
+    lines += [f"- {n} metrics: {s}" for n, s in summary["metrics_source"].items()]
+    return lines
+
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; } tr.best td { font-weight: bold; background: #eef7ee; }
+.caveat { background: #fff6e0; border-left: 4px solid #e0a000; padding: 0.5em 1em; }
+figure { display: inline-block; margin: 0.5em; } figcaption { font-size: 0.85em; color: #555; }
+img.plot { max-width: 560px; } img.thumb { max-width: 160px; } pre { background: #f7f7f7; padding: 0.5em; }
+"""
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def html_table(header: list[str], rows: list[list[str]], table_id: str) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        ('<tr class="best">' if row[0].startswith("★") else "<tr>") + "".join(html_cell(c) for c in row) + "</tr>"
+        for row in rows)
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def html_cell(text: str) -> str:
+    return f"<td><strong>{html.escape(text)}</strong></td>" if text.startswith("★") else f"<td>{html.escape(text)}</td>"
+
+
+def html_text(text: str) -> str:
+    """Escaped text with markdown `code` spans as <code>."""
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
+
+
+def html_gallery(gallery: dict, size: int) -> str:
+    rows = []
+    for case in gallery["cases"]:
+        image = thumbnail(case["img"], size)
+        cell = MISSING
+        if image is not None:
+            buffer = io.BytesIO()
+            image.save(buffer, "JPEG", quality=85)
+            cell = f'<img class="thumb" alt="meme {case["id"]}" src="{data_uri(buffer.getvalue(), "image/jpeg")}">'
+        rows.append(f"<tr><td>{cell}</td><td>{case['kind']}</td><td>{case['id']}</td><td>{case['proba']:.3f}</td>"
+                    f"<td>{case['label']}</td><td>{html.escape(case['text'])}</td></tr>")
+    head = "<tr><th>meme</th><th>kind</th><th>id</th><th>P(hateful)</th><th>label</th><th>text</th></tr>"
+    return f"<table class=\"gallery\">{head}{''.join(rows)}</table>"
+
+
+def html_figure(caption: str, path: Path) -> str:
+    return (f'<figure><img class="plot" alt="{html.escape(caption)}" src="{data_uri(path.read_bytes())}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def html_extra(path: Path) -> str:
+    if path.suffix == ".png":
+        return html_figure(path.name, path)
+    return f"<h4>{html.escape(path.name)}</h4><pre>{html.escape(path.read_text(encoding='utf-8')[:4000])}</pre>"
+
+
+def render_html(summary: dict, figures: list[tuple[str, Path]], params: ReportParams) -> str:
+    body = [f"<h1>{html.escape(TITLE)}</h1>", "<h2 id=\"overview\">AUROC of every model on every split</h2>",
+            html_table(*overview_rows(summary), "overview"), f"<p>{html_text(DELONG_NOTE)}</p>"]
+    for split in summary["splits"]:
+        body += [f"<h3>{split}</h3>", f"<p>{html_text(split_note(summary, split))}</p>",
+                 html_table(*split_rows(summary, split), f"split-{split}")]
+    body += ["<h2 id=\"published\">Published numbers (not this run)</h2>",
+             f"<p class=\"caveat\">{html.escape(PUBLISHED_CAVEAT)}</p>", html_table(*published_rows(), "published")]
+    body += ["<h2 id=\"figures\">Figures</h2>"] + [html_figure(c, p) for c, p in figures]
+    for split, gallery in summary["galleries"].items():
+        body += [f"<h2>Error gallery: {html.escape(gallery['model'])} on {split}</h2>",
+                 html_gallery(gallery, params.thumbnail_px)]
+    for name, paths in summary["extras"].items():
+        body += [f"<h2>Extra figures: {html.escape(name)}</h2>"] + [html_extra(Path(p)) for p in paths]
+    record = summary["provenance"]
+    lines = [f"<li>{html_text(line.lstrip('- '))}</li>" for line in provenance_lines(summary)]
+    body += ["<h2 id=\"provenance\">Provenance</h2><ul>", *lines, "</ul>"]
+    resolved = html.escape(json.dumps(record["params"], indent=2, default=str))
+    body.append(f"<details><summary>resolved params</summary><pre>{resolved}</pre></details>")
+    for name, model in record["model_params"].items():
+        body.append(f"<details><summary>models/{html.escape(name)}/params.json</summary>"
+                    f"<pre>{html.escape(json.dumps(model['params'], indent=2))}</pre></details>")
+    policy = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{policy}"><title>{html.escape(TITLE)}</title>'
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def build_report(eval_dir: Path, memes_dir: Path, out_dir: Path, params: ReportParams,
+                 resolved_params: dict, models_dir: Path | None = None) -> dict:
+    """Write report.md, report.html, summary.json and plots/ into `out_dir`; return the summary."""
+    out_dir = Path(out_dir)
+    runs = [load_run(eval_dir, name, params) for name in discover_models(eval_dir, params.models)]
+    if not runs:
+        raise FileNotFoundError(f"{eval_dir}: no eval/<model>/predictions/ folders to report")
+    record = provenance(memes_dir, models_dir, [r.name for r in runs], resolved_params)
+    summary = summarise(runs, params, memes_dir, record)
+    figures = write_figures(runs, summary, params, out_dir / "plots")
+    (out_dir / "report.md").write_text(render_markdown(summary, figures, out_dir), encoding="utf-8")
+    (out_dir / "report.html").write_text(render_html(summary, figures, params), encoding="utf-8")
+    summary["plots"] = [str(p.relative_to(out_dir)) for _, p in figures]
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    return summary

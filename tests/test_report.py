@@ -1,0 +1,186 @@
+"""The report stage on a fake eval/ tree: 4 models, the 5 official splits (test_seen unlabelled, one model
+missing a split, one without metrics.json), meme images, extras; then the HTML rendered in headless Chromium."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from conftest import write_official
+from hatememes.metrics import Predictions, delong_test, write_metrics, write_predictions
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
+import report as report_stage  # noqa: E402  pipelines/report.py
+
+SIZES = {"train": 40, "dev_seen": 40, "dev_unseen": 40, "test_seen": 40, "test_unseen": 60}
+SIGNAL = {"clip_fusion": 4.0, "mmbt": 1.5, "course_lstm": 0.3, "ensemble": 2.0}  # strength of P(hateful)
+PARAMS = """\
+report:
+  models: []
+  dev_split: dev_seen
+  threshold_criterion: accuracy
+  n_boot: 200
+  seed: 0
+  gallery_splits: [test_unseen]
+  gallery_size: 3
+  thumbnail_px: 64
+  calibration_bins: 10
+"""
+
+
+def fake_predictions(records, model, split, labelled):
+    rng = np.random.default_rng(zlib.crc32(f"{model}/{split}".encode()))
+    ids = np.array([r["id"] for r in records])
+    labels = np.array([r["label"] for r in records])
+    probs = 1 / (1 + np.exp(-(SIGNAL[model] * (labels - 0.5) + rng.normal(size=len(ids)))))
+    return Predictions(ids, probs, labels if labelled else np.full(len(ids), -1))
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    records = write_official(root / "data" / "memes", SIZES)
+    manifest = {"source": "synthetic", "splits": {s: {"count": n, "hateful": n // 2, "labelled": n, "rejected": 0,
+                                                      "sha256": f"{k:064x}"} for k, (s, n) in enumerate(SIZES.items())}}
+    (root / "data" / "memes" / "manifest.json").write_text(json.dumps(manifest))
+    truth = {}
+    for model in SIGNAL:
+        predictions = {}
+        for split in SIZES:
+            if model == "mmbt" and split == "test_unseen":
+                continue  # a model that was never scored on one split
+            predictions[split] = fake_predictions(records[split], model, split, labelled=split != "test_seen")
+            write_predictions(root / "eval" / model / "predictions" / f"{split}.csv", predictions[split])
+        if model != "course_lstm":  # course_lstm has no metrics.json: the report recomputes it
+            write_metrics(root / "eval" / model, predictions, n_boot=200, seed=0)
+        (root / "models" / model).mkdir(parents=True)
+        (root / "models" / model / "params.json").write_text(json.dumps({"model": model, "lr": 1.0e-4}))
+        truth[model] = predictions
+    extra = root / "eval" / "clip_fusion" / "extra"
+    extra.mkdir()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(extra / "saliency.png")
+    (extra / "fgsm.json").write_text(json.dumps({"epsilon": 0.01, "auroc_drop": 0.123}))
+    (root / "params.yaml").write_text(PARAMS)
+    code = report_stage.main(["--eval", str(root / "eval"), "--memes", str(root / "data" / "memes"),
+                              "--models", str(root / "models"), "--out", str(root / "eval"),
+                              "--params", str(root / "params.yaml")])
+    assert code == 0
+    summary = json.loads((root / "eval" / "summary.json").read_text())
+    return root, summary, truth
+
+
+def test_summary_numbers_come_from_the_predictions(tree):
+    root, summary, truth = tree
+    assert summary["models"] == ["clip_fusion", "course_lstm", "ensemble", "mmbt"]
+    for split in ("dev_seen", "dev_unseen", "test_unseen", "train"):
+        aurocs = {}
+        for model, row in summary["splits"][split]["rows"].items():
+            p = truth[model][split]
+            aurocs[model] = roc_auc_score(p.labels, p.probs)
+            assert row["auroc"] == pytest.approx(aurocs[model])
+            assert row["auroc_ci95"][0] <= row["auroc"] <= row["auroc_ci95"][1]
+        assert summary["splits"][split]["best"] == max(aurocs, key=aurocs.get)
+    assert summary["metrics_source"]["course_lstm"] == "recomputed from predictions"
+    assert summary["metrics_source"]["clip_fusion"] == "metrics.json"
+
+
+def test_delong_against_the_best_model(tree):
+    _, summary, truth = tree
+    rows = summary["splits"]["test_unseen"]["rows"]
+    assert rows["clip_fusion"]["delong_vs_best"] is None  # the best model is not tested against itself
+    best, weak = truth["clip_fusion"]["test_unseen"], truth["course_lstm"]["test_unseen"]
+    expected = delong_test(best.labels, weak.probs, best.probs)
+    assert rows["course_lstm"]["delong_vs_best"]["p"] == pytest.approx(expected.p_value)
+    assert rows["course_lstm"]["delong_vs_best"]["p"] < 0.01  # a near-chance model vs a strong one
+
+
+def test_unlabelled_and_missing_splits(tree):
+    root, summary, _ = tree
+    test_seen = summary["splits"]["test_seen"]
+    assert test_seen["best"] is None and test_seen["rows"] == {}
+    assert test_seen["unlabelled"]["clip_fusion"]["n"] == SIZES["test_seen"]
+    assert "mmbt" not in summary["splits"]["test_unseen"]["rows"]
+    markdown = (root / "eval" / "report.md").read_text()
+    mmbt_row = next(line for line in markdown.splitlines() if line.startswith("| mmbt |"))
+    assert mmbt_row.count("no labels") == 1 and mmbt_row.rstrip(" |").endswith("—")
+
+
+def test_markdown_and_plots(tree):
+    root, summary, _ = tree
+    markdown = (root / "eval" / "report.md").read_text()
+    assert "## Published numbers (not this run)" in markdown and "| MMBT-Grid | test_seen | 67.92 |" in markdown
+    assert "★" in markdown and "DeLong p vs best" in markdown
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
+        assert (root / "eval" / link).exists(), link
+    for name in ("auroc.png", "roc_dev_seen.png", "calibration_test_unseen.png", "errors_test_unseen.png"):
+        assert name in [Path(p).name for p in summary["plots"]]
+        with Image.open(root / "eval" / "plots" / name) as image:
+            assert image.size[0] > 300 and np.asarray(image.convert("L")).std() > 5  # drawn, not blank
+    assert not (root / "eval" / "plots" / "roc_test_seen.png").exists()  # no labels, no ROC
+    assert f"sha256 `{0:064x}`" in markdown and "models/mmbt/params.json sha256" in markdown
+
+
+def test_error_gallery_holds_confident_mistakes(tree):
+    _, summary, truth = tree
+    gallery = summary["galleries"]["test_unseen"]
+    assert gallery["model"] == "clip_fusion"
+    threshold = summary["splits"]["test_unseen"]["rows"]["clip_fusion"]["threshold"]
+    predictions = truth["clip_fusion"]["test_unseen"]
+    false_positives = [c for c in gallery["cases"] if c["kind"] == "false positive"]
+    for case in gallery["cases"]:
+        assert (case["proba"] >= threshold) == (case["label"] == 0) and case["text"] == f"meme number {case['id']}"
+    worst = predictions.probs[(predictions.labels == 0) & (predictions.probs >= threshold)].max(initial=-1)
+    if false_positives:
+        assert false_positives[0]["proba"] == pytest.approx(worst)
+
+
+def test_html_is_self_contained(tree):
+    root, summary, _ = tree
+    page = (root / "eval" / "report.html").read_text()
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/") for s in sources)
+    assert not re.search(r"(href|src)=\"(https?:)?//", page) and "<link" not in page and "<script" not in page
+    assert len([s for s in sources if s.startswith("data:image/png")]) >= len(summary["plots"]) + 1  # + extra png
+    thumbnails = [s for s in sources if s.startswith("data:image/jpeg")]
+    assert len(thumbnails) == len(summary["galleries"]["test_unseen"]["cases"])
+    for table in ('id="overview"', 'id="split-dev_seen"', 'id="published"'):
+        assert table in page
+    assert "auroc_drop" in page and "not this run" in page.lower() and 'class="best"' in page
+
+
+def test_unknown_model_is_a_clear_error(tree, tmp_path):
+    root, _, _ = tree
+    (tmp_path / "params.yaml").write_text(PARAMS.replace("models: []", "models: [clip_fusion, nosuchmodel]"))
+    with pytest.raises(FileNotFoundError, match="nosuchmodel"):
+        report_stage.main(["--eval", str(root / "eval"), "--memes", str(root / "data" / "memes"),
+                           "--out", str(tmp_path / "out"), "--params", str(tmp_path / "params.yaml")])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="chromium not on PATH (Debian: apt-get install -y chromium)")
+def test_chromium_renders_the_report(tree, tmp_path):
+    root, _, _ = tree
+    url = (root / "eval" / "report.html").as_uri()
+    flags = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
+    shot = tmp_path / "report.png"
+    run = subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1280,2000", url],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    with Image.open(shot) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.shape[:2] == (2000, 1280)
+    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100  # text, tables, plots
+    dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "<title>hatememes: model comparison</title>" in dom.stdout and '<table id="overview">' in dom.stdout
+    for log in (run.stderr, dom.stderr):  # blocked or missing resources are logged by the browser
+        assert "Content Security Policy" not in log and "ERR_FILE_NOT_FOUND" not in log
