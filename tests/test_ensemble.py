@@ -61,7 +61,7 @@ def test_stacking_never_scores_a_meme_with_a_model_that_saw_its_label():
 def test_noise_members_do_not_look_good_on_the_fit_split():
     noise = tuple(f"noise{k}" for k in range(50))
     dev = member_predictions(np.arange(120), seed=3, members=noise)  # members know nothing
-    ensemble = stacking(members=noise, C=100.0)
+    ensemble = stacking(members=noise, C=10.0)
     ensemble.fit_members(dev)
     labels = dev["noise0"].labels
     features = logits(np.stack([dev[m].probs for m in noise], axis=1))
@@ -110,6 +110,9 @@ def test_protocol_path_file_path_and_save_load_agree(tmp_path):
     protocol = stacking()
     protocol.fit(train=[], dev=items(dev))
     assert np.allclose(protocol.predict_proba(items(test)), expected)
+    given_train = stacking()
+    given_train.fit(train=items(test), dev=items(dev))  # the protocol's train split is ignored by design
+    assert np.array_equal(given_train.predict_proba(items(test)), protocol.predict_proba(items(test)))
     protocol.save_pretrained(tmp_path / "models" / "ensemble")
     loaded = Ensemble.from_pretrained(tmp_path / "models" / "ensemble")
     assert loaded.config == protocol.config
