@@ -63,24 +63,37 @@ def distinct(rng, shape):  # no two inputs within a step of each other: max-pool
 
 F64 = np.float64
 LAYERS = {  # name: (layer, input shape, input maker, torch reference(x, params))
-    "linear": (lambda r: Linear(5, 4, r, F64), (3, 5), away_from_zero, lambda x, p: F.linear(x, p["weight"], p["bias"])),
+    "linear": (
+        lambda r: Linear(5, 4, r, F64),
+        (3, 5),
+        away_from_zero,
+        lambda x, p: F.linear(x, p["weight"], p["bias"]),
+    ),
     "relu": (lambda r: ReLU(), (4, 6), away_from_zero, lambda x, p: torch.relu(x)),
     "sigmoid": (lambda r: Sigmoid(), (4, 6), away_from_zero, lambda x, p: torch.sigmoid(x)),
     "softmax": (lambda r: Softmax(), (4, 6), away_from_zero, lambda x, p: torch.softmax(x, -1)),
     "conv_k3_s1_p1": (
-        lambda r: Conv2D(2, 3, 3, 1, 1, r, F64), (2, 2, 5, 5), away_from_zero,
+        lambda r: Conv2D(2, 3, 3, 1, 1, r, F64),
+        (2, 2, 5, 5),
+        away_from_zero,
         lambda x, p: F.conv2d(x, p["weight"], p["bias"], stride=1, padding=1),
     ),
     "conv_k3_s2_p1": (
-        lambda r: Conv2D(2, 3, 3, 2, 1, r, F64), (2, 2, 7, 6), away_from_zero,
+        lambda r: Conv2D(2, 3, 3, 2, 1, r, F64),
+        (2, 2, 7, 6),
+        away_from_zero,
         lambda x, p: F.conv2d(x, p["weight"], p["bias"], stride=2, padding=1),
     ),
     "conv_k2_s2_p0": (
-        lambda r: Conv2D(3, 2, 2, 2, 0, r, F64), (2, 3, 5, 5), away_from_zero,
+        lambda r: Conv2D(3, 2, 2, 2, 0, r, F64),
+        (2, 3, 5, 5),
+        away_from_zero,
         lambda x, p: F.conv2d(x, p["weight"], p["bias"], stride=2, padding=0),
     ),
     "conv_k5_s3_p2": (
-        lambda r: Conv2D(1, 2, 5, 3, 2, r, F64), (1, 1, 8, 9), away_from_zero,
+        lambda r: Conv2D(1, 2, 5, 3, 2, r, F64),
+        (1, 1, 8, 9),
+        away_from_zero,
         lambda x, p: F.conv2d(x, p["weight"], p["bias"], stride=3, padding=2),
     ),
     "maxpool_k2": (lambda r: MaxPool2D(2), (2, 2, 6, 5), distinct, lambda x, p: F.max_pool2d(x, 2)),
@@ -156,9 +169,16 @@ def test_numpy_cnn_matches_the_same_torch_network():
     config = CourseCNNConfig(image_size=12, channels=(3, 4), kernel_size=3, stride=1, hidden_size=5)
     net = make_cnn(config, np.float64)
     twin = nn.Sequential(
-        nn.Conv2d(3, 3, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(3, 4, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(4 * 3 * 3, 5), nn.ReLU(), nn.Linear(5, 1),
+        nn.Conv2d(3, 3, 3, 1, 1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3, 1, 1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 3 * 3, 5),
+        nn.ReLU(),
+        nn.Linear(5, 1),
     ).double()
     twin.load_state_dict({key: torch.from_numpy(value) for key, value in net.state().items()})
     pixels = np.random.default_rng(4).standard_normal((3, 3, 12, 12))
@@ -178,7 +198,13 @@ def clip_items(n: int, seed: int, dim: int = 16) -> list[dict]:
     image, text = rng.standard_normal((n, dim)), rng.standard_normal((n, dim))
     labels = (image[:, :4].sum(1) + text[:, :4].sum(1) > 0).astype(int)
     return [
-        {"id": i, "text": "", "label": int(labels[i]), "clip_image": torch.tensor(image[i]), "clip_text": torch.tensor(text[i])}
+        {
+            "id": i,
+            "text": "",
+            "label": int(labels[i]),
+            "clip_image": torch.tensor(image[i]),
+            "clip_text": torch.tensor(text[i]),
+        }
         for i in range(n)
     ]
 
@@ -335,13 +361,21 @@ def train_briefly(model: nn.Module, items: list[dict], steps: int, lr: float) ->
 TEXT_MODELS = {
     "lstm": (CourseLSTM, CourseLSTMConfig(embedding_dim=16, hidden_size=16, attention_dim=16, dropout=0.0), 40),
     "transformer_pre_cls": (
-        CourseTransformer, CourseTransformerConfig(d_model=32, num_heads=4, num_layers=2, ffn_dim=64, dropout=0.0), 80
+        CourseTransformer,
+        CourseTransformerConfig(d_model=32, num_heads=4, num_layers=2, ffn_dim=64, dropout=0.0),
+        80,
     ),
     "transformer_post_mean_sinusoidal": (
         CourseTransformer,
         CourseTransformerConfig(
-            d_model=32, num_heads=4, num_layers=2, ffn_dim=64, dropout=0.0,
-            positional="sinusoidal", norm="post", pooling="mean",
+            d_model=32,
+            num_heads=4,
+            num_layers=2,
+            ffn_dim=64,
+            dropout=0.0,
+            positional="sinusoidal",
+            norm="post",
+            pooling="mean",
         ),
         80,
     ),

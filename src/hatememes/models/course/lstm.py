@@ -130,7 +130,9 @@ class CourseLSTM(nn.Module):
         super().__init__()
         self.config, self.tokenizer = config, tokenizer
         self.embed = nn.Embedding(len(tokenizer), config.embedding_dim, padding_idx=tokenizer.pad_id)
-        self.lstm = LSTM(config.embedding_dim, config.hidden_size, config.num_layers, config.bidirectional, config.dropout)
+        self.lstm = LSTM(
+            config.embedding_dim, config.hidden_size, config.num_layers, config.bidirectional, config.dropout
+        )
         states_dim = config.hidden_size * self.lstm.directions
         self.pool = AttentionPooling(states_dim, config.attention_dim)
         self.dropout = nn.Dropout(config.dropout)
@@ -161,6 +163,8 @@ class CourseLSTM(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> CourseLSTM:
         directory = Path(directory)
-        model = cls(CourseLSTMConfig(**json.loads((directory / "config.json").read_text())), WordTokenizer.load(directory))
+        model = cls(
+            CourseLSTMConfig(**json.loads((directory / "config.json").read_text())), WordTokenizer.load(directory)
+        )
         model.load_state_dict(load_file(str(directory / "model.safetensors")))
         return model

@@ -30,25 +30,24 @@ def output_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
 
 
 def im2col(x: np.ndarray, kernel_size: int, stride: int, padding: int) -> np.ndarray:
-    """(B, C, H, W) -> (B, C*k*k, Ho*Wo): every receptive field as a column."""
+    """(B, C, H, W) -> (C*k*k, B*Ho*Wo): every receptive field as a column, rows ordered (c, i, j)."""
     b, c = x.shape[:2]
     padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     windows = sliding_window_view(padded, (kernel_size, kernel_size), axis=(2, 3))[:, :, ::stride, ::stride]
-    ho, wo = windows.shape[2:4]  # windows: (B, C, Ho, Wo, k, k), a view
-    return windows.transpose(0, 1, 4, 5, 2, 3).reshape(b, c * kernel_size**2, ho * wo)
+    return windows.transpose(1, 4, 5, 0, 2, 3).reshape(c * kernel_size**2, -1)  # windows: (B, C, Ho, Wo, k, k)
 
 
 def col2im(cols: np.ndarray, shape: tuple, kernel_size: int, stride: int, padding: int) -> np.ndarray:
-    """The adjoint of im2col: (B, C*k*k, Ho*Wo) -> (B, C, H, W), overlapping fields summed."""
+    """The adjoint of im2col: (C*k*k, B*Ho*Wo) -> (B, C, H, W), overlapping fields summed."""
     b, c, h, w = shape
     k = kernel_size
     ho, wo = output_size(h, k, stride, padding), output_size(w, k, stride, padding)
-    cols = cols.reshape(b, c, k, k, ho, wo)
-    padded = np.zeros((b, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
-    for i in range(k):  # k*k kernel offsets; each adds a whole (B, C, Ho, Wo) block
+    cols = cols.reshape(c, k, k, b, ho, wo)
+    padded = np.zeros((c, b, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
+    for i in range(k):  # k*k kernel offsets; each adds a whole (C, B, Ho, Wo) block
         for j in range(k):
-            padded[:, :, i : i + stride * ho : stride, j : j + stride * wo : stride] += cols[:, :, i, j]
-    return padded[:, :, padding : padding + h, padding : padding + w]
+            padded[:, :, i : i + stride * ho : stride, j : j + stride * wo : stride] += cols[:, i, j]
+    return padded[:, :, padding : padding + h, padding : padding + w].transpose(1, 0, 2, 3)
 
 
 class Conv2D:
@@ -65,20 +64,18 @@ class Conv2D:
 
     def forward(self, x: np.ndarray) -> np.ndarray:  # (B, C, H, W) -> (B, O, Ho, Wo)
         self.shape = x.shape
-        self.cols = im2col(x, self.kernel_size, self.stride, self.padding)  # (B, C*k*k, L)
+        self.cols = im2col(x, self.kernel_size, self.stride, self.padding)  # (C*k*k, B*Ho*Wo)
         weight = self.params["weight"].reshape(len(self.params["bias"]), -1)  # (O, C*k*k)
-        out = weight @ self.cols + self.params["bias"][:, None]  # (B, O, L)
+        out = weight @ self.cols + self.params["bias"][:, None]  # (O, B*Ho*Wo): one matrix product
         ho = output_size(x.shape[2], self.kernel_size, self.stride, self.padding)
-        return out.reshape(x.shape[0], -1, ho, out.shape[-1] // ho)
+        wo = output_size(x.shape[3], self.kernel_size, self.stride, self.padding)
+        return out.reshape(-1, x.shape[0], ho, wo).transpose(1, 0, 2, 3)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:  # (B, O, Ho, Wo) -> (B, C, H, W)
-        b, o = grad.shape[:2]
-        grad = grad.reshape(b, o, -1)  # (B, O, L)
+        o = grad.shape[1]
+        grad = grad.transpose(1, 0, 2, 3).reshape(o, -1)  # (O, B*Ho*Wo)
         weight = self.params["weight"].reshape(o, -1)  # (O, C*k*k)
-        self.grads = {
-            "weight": np.einsum("bol,bkl->ok", grad, self.cols, optimize=True).reshape(self.params["weight"].shape),
-            "bias": grad.sum((0, 2)),
-        }
+        self.grads = {"weight": (grad @ self.cols.T).reshape(self.params["weight"].shape), "bias": grad.sum(1)}
         return col2im(weight.T @ grad, self.shape, self.kernel_size, self.stride, self.padding)
 
 

@@ -112,7 +112,8 @@ class CourseTransformer(nn.Module):
         else:
             self.register_buffer("positions", sinusoidal_positions(config.max_length, d), persistent=False)
         self.blocks = nn.ModuleList(
-            EncoderBlock(d, config.num_heads, config.ffn_dim, config.dropout, config.norm) for _ in range(config.num_layers)
+            EncoderBlock(d, config.num_heads, config.ffn_dim, config.dropout, config.norm)
+            for _ in range(config.num_layers)
         )
         self.final_norm = nn.LayerNorm(d) if config.norm == "pre" else nn.Identity()  # pre-norm leaves x unnormalised
         self.dropout = nn.Dropout(config.dropout)
