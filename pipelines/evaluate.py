@@ -24,6 +24,7 @@ from hatememes.data.readers import load_items
 from hatememes.files import read_json
 from hatememes.inference import load_model, score
 from hatememes.metrics import Predictions, write_metrics, write_predictions
+from hatememes.training import train_params
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"{args.name} on {split}: scored ids differ from {args.memes / split}.jsonl")
         predictions[split] = Predictions(ids, probs, np.asarray(items.labels))
     if PartialState().is_main_process:
-        write_evaluation(out, predictions, params["train"]["dev_split"], config)
+        write_evaluation(out, predictions, train_params(params).dev_split, config)
     return 0
 
 

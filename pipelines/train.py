@@ -21,7 +21,7 @@ from hatememes import params as P
 from hatememes.data.readers import load_items
 from hatememes.files import read_json, write_json
 from hatememes.models import MODELS, BuildContext, get_model_class
-from hatememes.training import LoopParams, train
+from hatememes.training import LoopParams, train, train_params
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("models") / args.model
     params = P.from_arguments(args)
     model_class = get_model_class(args.model)
-    dev_split = params["train"]["dev_split"]
+    dev_split = train_params(params).dev_split
     config = P.section(params, f"train.{args.model}.model", model_class.Config)
     features = {name: args.features / name for name in model_class.inputs if name != "image"}
     train_items = load_items(args.memes, features, "train", model_class.inputs)

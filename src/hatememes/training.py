@@ -228,3 +228,37 @@ def log_epoch(live, accelerator: Accelerator, state: LoopState, dev_auroc: float
     if live is not None:
         live.log_metric("dev/auroc", dev_auroc)
         live.next_step()
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    dev_split: str = "dev_seen"
+    models: tuple[str, ...] = ()
+
+
+def train_params(params: dict) -> TrainParams:
+    """The `train` section: `dev_split`, `models`, and one `{model:, loop:}` section per model name.
+
+    Torch models need `loop` (LoopParams), fitted ones must not have it; every section is checked."""
+    from torch import nn
+
+    from hatememes.models import MODELS
+    from hatememes.params import ParamsError, from_dict, section
+
+    where = " + ".join(params.get("_sources", ["params"]))
+    raw = params.get("train", {})
+    config = from_dict(TrainParams, {k: v for k, v in raw.items() if k in ("dev_split", "models")}, where, "train.")
+    for name in config.models:
+        if name not in raw:
+            raise ParamsError(f"{where}: train.models lists {name!r} but there is no section train.{name}")
+    for name in set(raw) - {"dev_split", "models"}:
+        if name not in MODELS:
+            raise ParamsError(f"{where}: unknown key train.{name} (models: {', '.join(sorted(MODELS))})")
+        needs_loop = issubclass(MODELS[name], nn.Module)
+        allowed = {"model", "loop"} if needs_loop else {"model"}
+        if set(raw[name]) != allowed:
+            raise ParamsError(f"{where}: train.{name} must have exactly the keys {sorted(allowed)}")
+        section(params, f"train.{name}.model", MODELS[name].Config)
+        if needs_loop:
+            section(params, f"train.{name}.loop", LoopParams)
+    return config

@@ -1,0 +1,59 @@
+"""dvc.yaml, params.yaml, profiles/full.yaml and the dataclasses agree, in both profiles."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hatememes.data.sources import FetchParams
+from hatememes.features import EXTRACTORS, FeaturesParams
+from hatememes.models import MODELS
+from hatememes.params import load_params, section
+from hatememes.pretrain import PretrainParams
+from hatememes.report import ReportParams
+from hatememes.training import train_params
+
+ROOT = Path(__file__).parents[1]
+SECTIONS = {"fetch": FetchParams, "pretrain": PretrainParams, "features": FeaturesParams, "report": ReportParams}
+
+
+@pytest.fixture(params=["demo", "full"])
+def params(request, tmp_path) -> dict:
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    text = (ROOT / "params.yaml").read_text().replace("profile: demo", f"profile: {request.param}", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    return load_params(tmp_path / "params.yaml")
+
+
+def test_every_section_loads_into_its_dataclass(params):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "pipelines"))
+    from evaluate import EvaluateParams
+
+    for name, cls in {**SECTIONS, "evaluate": EvaluateParams}.items():
+        section(params, name, cls)
+    config = train_params(params)
+    assert set(config.models) <= set(MODELS)
+    top = set(params) - {"_sources"}
+    assert top == {"profile", "train", "evaluate", *SECTIONS}, "a params section without a stage (or v.v.)"
+
+
+def test_dvc_stages_match_params_and_code():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    params = load_params(ROOT / "params.yaml")
+    models = train_params(params).models
+    stages = dvc["stages"]
+    assert list(stages) == ["fetch", "pretrain", "features", "train", "evaluate", "report"]
+    assert stages["features"]["foreach"] == list(EXTRACTORS)
+    assert stages["train"]["foreach"] == stages["evaluate"]["foreach"] == "${train.models}"
+    for stage in stages:
+        assert (ROOT / "pipelines" / f"{stage}.py").is_file(), f"stage {stage} has no script"
+    report_deps = {d for d in stages["report"]["deps"] if isinstance(d, str) and d.startswith("eval/")}
+    assert report_deps == {f"eval/{m}/predictions" for m in models}
+    for plot in dvc["plots"]:
+        (spec,) = plot.values()
+        assert {Path(p).parts[1] for p in spec["y"]} == set(models)

@@ -1,0 +1,95 @@
+"""The features stage: stored rows equal a direct encode, ids follow the jsonl, stale caches are refused."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "pipelines"))
+
+import features as features_stage  # noqa: E402
+
+from hatememes.data.memes import load_rgb, read_split  # noqa: E402
+from hatememes.data.sources import FetchParams, fetch  # noqa: E402
+from hatememes.features.clip import ClipExtractor, ClipParams  # noqa: E402
+from hatememes.features.regions import box_geometry, grid_boxes  # noqa: E402
+from hatememes.features.store import StaleFeaturesError, load_split  # noqa: E402
+
+RANDOM = ["--set", "features.clip.pretrained=''", "--set", "features.grid.cnn.pretrained=''",
+          "--set", "features.regions.cnn.pretrained=''", "--set", "features.num_workers=0",
+          "--set", "features.batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def memes(tmp_path_factory) -> Path:
+    from conftest import write_official
+
+    root = tmp_path_factory.mktemp("features")
+    write_official(root / "raw")
+    fetch(FetchParams(source="local", path=str(root / "raw")), root / "memes")
+    return root / "memes"
+
+
+@pytest.fixture(scope="module")
+def extracted(memes) -> Path:
+    out = memes.parent / "features"
+    for name in ("clip", "grid", "regions"):
+        assert features_stage.main([name, "--memes", str(memes), "--out", str(out / name), *RANDOM]) == 0
+    return out
+
+
+def test_shapes_ids_and_meta(memes, extracted):
+    for name, tensors in {"clip": ("image", "text"), "grid": ("grid",), "regions": ("regions", "boxes")}.items():
+        meta = json.loads((extracted / name / "meta.json").read_text())
+        assert {"extractor", "dim", "preprocessing", "shapes", "data_sha256", "pretrained"} <= set(meta)
+        for split in ("train", "dev_seen", "test_unseen"):
+            stored = load_file(str(extracted / name / f"{split}.safetensors"))
+            ids = [m.id for m in read_split(memes, split)]
+            assert stored["ids"].tolist() == ids
+            for tensor in tensors:
+                assert list(stored[tensor].shape) == [len(ids), *meta["shapes"][tensor]]
+    assert json.loads((extracted / "grid" / "meta.json").read_text())["shapes"]["grid"][1:] == [3, 3]
+    assert "grid" in json.loads((extracted / "regions" / "meta.json").read_text())["box_source"]
+
+
+def test_stored_clip_rows_equal_a_direct_encode(memes, extracted):
+    torch.manual_seed(0)  # the stage seeds before building, so random weights agree
+    extractor = ClipExtractor(ClipParams(model="tiny-vit", pretrained=""))
+    meme = read_split(memes, "dev_unseen")[1]
+    stored = load_split(extracted / "clip", "dev_unseen", memes)
+    inputs = extractor.preprocess(load_rgb(memes / meme.img), meme.text)
+    with torch.inference_mode():
+        image = extractor.model.encode_image(inputs["pixel_values"][None])[0]
+        text = extractor.model.encode_text(inputs["input_ids"][None])[0]
+    torch.testing.assert_close(stored["image"][1], image, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stored["text"][1], text, atol=1e-5, rtol=1e-5)
+
+
+def test_missing_stale_and_corrupt_feature_files_are_named(memes, extracted, tmp_path):
+    import shutil
+
+    copy = tmp_path / "clip"
+    shutil.copytree(extracted / "clip", copy)
+    (copy / "test_seen.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"test_seen.safetensors: no features for split 'test_seen'"):
+        load_split(copy, "test_seen", memes)
+    meta = json.loads((copy / "meta.json").read_text())
+    meta["data_sha256"]["dev_seen"] = "0" * 64
+    (copy / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(StaleFeaturesError, match=r"dev_seen.safetensors: computed from another version"):
+        load_split(copy, "dev_seen", memes)
+    (copy / "train.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(StaleFeaturesError, match=r"train.safetensors: unreadable features file"):
+        load_split(copy, "train", memes)
+
+
+def test_grid_boxes_cover_scales_and_geometry():
+    boxes = grid_boxes(10)
+    assert boxes[0].tolist() == [0, 0, 1, 1]
+    assert boxes[1:5].tolist() == [[0, 0, .5, .5], [.5, 0, 1, .5], [0, .5, .5, 1], [.5, .5, 1, 1]]
+    assert box_geometry(boxes)[0].tolist() == [0, 0, 1, 1, 1, 1]
