@@ -10,10 +10,10 @@ token-embedding space, and the encoder reads
     token_type_ids    0     0   ...   0     0    1  ...  1    1     1
     position_ids      0     1   ...   N    N+1   0  ... T-1   T    ...    (restart for the text)
 
-Segment ids are HF's `MMBTModel` defaults (modal tokens 0, text 1) and, for a one-segment text, what
-the paper describes: the image is its own segment, embedded with the same word/position/segment
-tables, LayerNorm and dropout as the text. (MMF flips them, image 1 and text 0, when the text's
-segment ids are all 0.) The pooled [CLS] output goes through dropout and a linear layer to one logit.
+Segment ids are HF's `MMBTModel` defaults (modal tokens 0, text 1); the image segment shares BERT's
+word/position/segment tables, LayerNorm and dropout with the text, as there. (MMF flips the ids, image
+1 and text 0, when the text's segment ids are all 0.) The pooled [CLS] output goes through dropout and
+a linear layer to one logit (MMF puts BERT's dense+GELU+LayerNorm head transform before that linear).
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ Vision and Language", through `transformers.VisualBertModel`, as the Hateful Mem
 (Kiela et al. 2020) fine-tuned it: the text is `[CLS] w_1 ... w_T [SEP]` with segment id 0; each
 region's RoIAlign feature, concatenated with its box (x1, y1, x2, y2, w, h), goes through a linear
 layer to `visual_embedding_dim` and then VisualBERT's own projection to the hidden size, with
-segment id 1 (the VisualBERT authors' choice) and visual position 0 (no text alignment). The pooled
+segment id 1 (the VisualBERT authors' choice) and visual position 0 (no text alignment). MMF fed the
+detector features alone; the box columns are this project's addition and start at weight 0 when the
+features already have `visual_embedding_dim` (as a COCO checkpoint's projection expects). The pooled
 [CLS] output goes through dropout and a linear layer to one logit.
 
 `init` picks the starting weights:
