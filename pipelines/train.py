@@ -18,6 +18,7 @@ from accelerate import PartialState
 from torch import nn
 
 from hatememes import params as P
+from hatememes.data.memes import read_split
 from hatememes.data.readers import load_items
 from hatememes.files import read_json, write_json
 from hatememes.models import MODELS, BuildContext, get_model_class
@@ -37,12 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     model_class = get_model_class(args.model)
     dev_split = train_params(params).dev_split
     config = P.section(params, f"train.{args.model}.model", model_class.Config)
-    features = {name: args.features / name for name in model_class.inputs if name != "image"}
-    train_items = load_items(args.memes, features, "train", model_class.inputs)
-    dev_items = load_items(args.memes, features, dev_split, model_class.inputs)
-    context = BuildContext({name: read_json(folder / "meta.json") for name, folder in features.items()},
-                           tuple(meme.text for meme in train_items.memes))
-    model = model_class.build(config, context)
+    available = {path.parent.name: path for path in sorted(args.features.glob("*/meta.json"))}
+    context = BuildContext({name: read_json(path) for name, path in available.items()},
+                           tuple(meme.text for meme in read_split(args.memes, "train")))
+    model = model_class.build(config, context)  # the model instance says which inputs it reads
+    features = {name: args.features / name for name in model.inputs if name != "image"}
+    train_items = load_items(args.memes, features, "train", model.inputs)
+    dev_items = load_items(args.memes, features, dev_split, model.inputs)
     summary = {"name": args.model, "dev_split": dev_split}
     if isinstance(model, nn.Module):
         loop = P.section(params, f"train.{args.model}.loop", LoopParams)

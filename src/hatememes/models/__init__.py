@@ -23,8 +23,9 @@ Items are dicts with `id` (int), `text` (str), `label` (0, 1, or -1 when unknown
     "grid"    -> "grid" (C, S, S)                          CNN feature map (MMBT-Grid)
     "regions" -> "regions" (K, D), "boxes" (K, 6)        RoIAlign features + (x1, y1, x2, y2, w, h) in [0, 1]
     "image"   -> "image"                                   PIL RGB image
-`context` is a `BuildContext`: the feature sets' meta.json and the training texts (for tokenizers
-trained on the data).
+`context` is a `BuildContext`: the meta.json of every cached feature set and the training texts (for
+tokenizers trained on the data). `inputs` may be set per instance by `build` (MMBT reads `grid` or
+`regions` as its config says): the pipeline asks the built model what to load.
 """
 
 from __future__ import annotations
@@ -41,12 +42,16 @@ class BuildContext:
 from hatememes.models.clip_fusion import ClipFusion  # noqa: E402
 from hatememes.models.clip_linear import ClipLinearImage, ClipLinearText  # noqa: E402
 from hatememes.models.clip_zeroshot import ClipZeroShot  # noqa: E402
+from hatememes.models.mmbt import MMBT  # noqa: E402
+from hatememes.models.visualbert import VisualBert  # noqa: E402
 
 MODELS: dict[str, type] = {
     "clip_fusion": ClipFusion,
     "clip_linear_image": ClipLinearImage,
     "clip_linear_text": ClipLinearText,
     "clip_zeroshot": ClipZeroShot,
+    "mmbt": MMBT,
+    "visualbert": VisualBert,
 }
 
 
