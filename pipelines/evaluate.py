@@ -11,9 +11,7 @@ the dev-chosen threshold and at 0.5, n) and roc/<split>.csv. Every id is checked
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +19,11 @@ from accelerate import PartialState
 
 from hatememes import params as P
 from hatememes.data.readers import load_items
+from hatememes.evaluation import EvaluateParams, write_evaluation
 from hatememes.files import read_json
 from hatememes.inference import load_model, score
-from hatememes.metrics import Predictions, write_metrics, write_predictions
+from hatememes.metrics import Predictions
 from hatememes.training import train_params
-
-
-@dataclass(frozen=True)
-class EvaluateParams:
-    batch_size: int = 64
-    n_boot: int = 1000
-    seed: int = 0
-    threshold_criterion: str = "accuracy"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,21 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     if PartialState().is_main_process:
         write_evaluation(out, predictions, train_params(params).dev_split, config)
     return 0
-
-
-def write_evaluation(out: Path, predictions: dict[str, Predictions], dev_split: str, config: EvaluateParams) -> None:
-    """Everything into `<out>.partial`, then renamed to `out`: a killed run leaves no half evaluation."""
-    partial = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    for split, split_predictions in predictions.items():
-        write_predictions(partial / "predictions" / f"{split}.csv", split_predictions)
-    metrics = write_metrics(partial, predictions, dev_split=dev_split, criterion=config.threshold_criterion,
-                            n_boot=config.n_boot, seed=config.seed)
-    shutil.rmtree(out, ignore_errors=True)
-    partial.rename(out)
-    for split, entry in metrics.items():
-        auroc = "n/a" if entry["auroc"] is None else f"{entry['auroc']:.4f}"
-        print(f"{out.name:22s} {split:12s} AUROC {auroc}  n={entry['n']}")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ import pytest
 import yaml
 
 from hatememes.data.sources import FetchParams
+from hatememes.evaluation import EvaluateParams
 from hatememes.features import EXTRACTORS, FeaturesParams
 from hatememes.models import MODELS
+from hatememes.models.ensemble import EnsembleConfig
 from hatememes.params import load_params, section
 from hatememes.pretrain import PretrainParams
 from hatememes.report import ReportParams
@@ -29,17 +31,12 @@ def params(request, tmp_path) -> dict:
 
 
 def test_every_section_loads_into_its_dataclass(params):
-    import sys
-
-    sys.path.insert(0, str(ROOT / "pipelines"))
-    from evaluate import EvaluateParams
-
-    for name, cls in {**SECTIONS, "evaluate": EvaluateParams}.items():
+    for name, cls in {**SECTIONS, "evaluate": EvaluateParams, "ensemble": EnsembleConfig}.items():
         section(params, name, cls)
     config = train_params(params)
     assert set(config.models) <= set(MODELS)
     top = set(params) - {"_sources"}
-    assert top == {"profile", "train", "evaluate", *SECTIONS}, "a params section without a stage (or v.v.)"
+    assert top == {"profile", "train", "evaluate", "ensemble", *SECTIONS}, "a params section without a stage (or v.v.)"
 
 
 def test_dvc_stages_match_params_and_code():
@@ -47,13 +44,17 @@ def test_dvc_stages_match_params_and_code():
     params = load_params(ROOT / "params.yaml")
     models = train_params(params).models
     stages = dvc["stages"]
-    assert list(stages) == ["fetch", "pretrain", "features", "train", "evaluate", "report"]
+    assert list(stages) == ["fetch", "pretrain", "features", "train", "evaluate", "ensemble", "report"]
     assert stages["features"]["foreach"] == list(EXTRACTORS)
     assert stages["train"]["foreach"] == stages["evaluate"]["foreach"] == "${train.models}"
     for stage in stages:
         assert (ROOT / "pipelines" / f"{stage}.py").is_file(), f"stage {stage} has no script"
     report_deps = {d for d in stages["report"]["deps"] if isinstance(d, str) and d.startswith("eval/")}
-    assert report_deps == {f"eval/{m}/predictions" for m in models}
+    assert report_deps == {f"eval/{m}/predictions" for m in (*models, "ensemble")}
+    members = section(params, "ensemble", EnsembleConfig).members
+    assert set(members) <= set(models)
+    ensemble_deps = {d for d in stages["ensemble"]["deps"] if d.startswith("eval/")}
+    assert ensemble_deps == {f"eval/{m}/predictions" for m in members}
     for plot in dvc["plots"]:
         (spec,) = plot.values()
-        assert {Path(p).parts[1] for p in spec["y"]} == set(models)
+        assert {Path(p).parts[1] for p in spec["y"]} == {*models, "ensemble"}

@@ -13,7 +13,6 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).parents[1] / "pipelines"))
 
 import features as features_stage  # noqa: E402
-
 from hatememes.data.memes import load_rgb, read_split  # noqa: E402
 from hatememes.data.sources import FetchParams, fetch  # noqa: E402
 from hatememes.features.clip import ClipExtractor, ClipParams  # noqa: E402

@@ -115,7 +115,7 @@ def test_skip_mode_records_every_bad_record_and_keeps_every_valid_one(official, 
     assert set(rejected) == set(expected)
     for where, reason in expected.items():
         assert reason in rejected[where]
-    for split, info in manifest["splits"].items():
+    for info in manifest["splits"].values():
         assert info["count"] + info["rejected"] == info["lines_read"]
     assert [m.id for m in read_split(tmp_path / "memes", "train")] == [1, 4, 5, 6]
     assert manifest["splits"]["dev_seen"]["count"] == SIZES["dev_seen"]

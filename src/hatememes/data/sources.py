@@ -70,8 +70,8 @@ def find_layout(folder: Path) -> tuple[Path, dict[str, Path]]:
     folder = Path(folder)
     candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     for base in candidates:
-        for annotations, images in ((base, base), (base / "annotations", base / "images")):
-            files = {PHASE1_NAMES.get(p.stem, p.stem): p for p in sorted(annotations.glob("*.jsonl"))}
+        for labels_dir, images in ((base, base), (base / "annotations", base / "images")):
+            files = {PHASE1_NAMES.get(p.stem, p.stem): p for p in sorted(labels_dir.glob("*.jsonl"))}
             files = {split: path for split, path in files.items() if split in SPLITS}
             if files and (images / "img").is_dir():
                 return images, files

@@ -1,0 +1,46 @@
+"""Stage `ensemble`: combine trained models' predictions (mean, or logistic stacking fitted on dev only).
+
+    python pipelines/ensemble.py --eval eval --out eval/ensemble --model-out models/ensemble
+
+Members and method come from params.yaml `ensemble`. Stacking learns from the members' predictions on
+`fit_split` alone and scores that split's memes out of fold (see hatememes.models.ensemble).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hatememes import params as P
+from hatememes.evaluation import EvaluateParams, write_evaluation
+from hatememes.files import write_json
+from hatememes.models.ensemble import Ensemble, EnsembleConfig, load_member_predictions
+from hatememes.training import train_params
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--eval", type=Path, default=Path("eval"), help="the members' eval folders")
+    parser.add_argument("--out", type=Path, default=Path("eval/ensemble"))
+    parser.add_argument("--model-out", type=Path, default=Path("models/ensemble"))
+    P.add_arguments(parser)
+    args = parser.parse_args(argv)
+    params = P.from_arguments(args)
+    config = P.section(params, "ensemble", EnsembleConfig)
+    ensemble = Ensemble.build(config)
+    if config.method == "stacking":
+        ensemble.fit_members(load_member_predictions(args.eval, config.members, config.fit_split))
+    splits = sorted(p.stem for p in (args.eval / config.members[0] / "predictions").glob("*.csv"))
+    predictions = {split: ensemble.predict_members(load_member_predictions(args.eval, config.members, split))
+                   for split in splits}
+    ensemble.save_pretrained(args.model_out)
+    write_json(args.model_out / "model.json", {"name": "ensemble", "members": list(config.members)})
+    write_json(args.model_out / "params.json", P.resolved(params))
+    write_evaluation(args.out, predictions, train_params(params).dev_split, P.section(params, "evaluate",
+                                                                                        EvaluateParams))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The demo end to end: `dvc repro` in a fresh copy of the repository, then the numbers it must reach.
+
+Runs the whole pipeline (10+ minutes on 2 cores), so it is marked `e2e`: `pytest -m e2e` runs it, CI
+runs it after the default suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def run(command: list[str], cwd: Path, timeout: int = 3600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory) -> Path:
+    """A copy of the tracked files, made a git repository of its own, after a complete `dvc repro`."""
+    copy = tmp_path_factory.mktemp("e2e") / "hatememes"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, copy / name)
+    run(["git", "init", "-q"], copy)
+    run(["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "add", "-A"], copy)
+    run(["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "commit", "-qm", "copy"], copy)
+    run(["dvc", "repro"], copy)
+    return copy
+
+
+def metrics(root: Path, model: str) -> dict:
+    return json.loads((root / "eval" / model / "metrics.json").read_text())
+
+
+def test_second_repro_is_up_to_date(repro):
+    output = run(["dvc", "repro"], repro).stdout
+    assert "Running stage" not in output and "up to date" in output
+
+
+def test_fusion_beats_unimodal_models_on_the_unseen_splits(repro):
+    for split in ("dev_unseen", "test_unseen"):
+        assert metrics(repro, "clip_fusion")[split]["auroc"] >= 0.90
+        assert metrics(repro, "clip_linear_image")[split]["auroc"] <= 0.65
+        assert metrics(repro, "clip_linear_text")[split]["auroc"] <= 0.65
+
+
+def test_metrics_auroc_equals_sklearn_on_the_written_predictions(repro):
+    import csv
+
+    from sklearn.metrics import roc_auc_score
+
+    for model in ("clip_fusion", "mmbt"):
+        for split, entry in metrics(repro, model).items():
+            with (repro / "eval" / model / "predictions" / f"{split}.csv").open() as file:
+                rows = list(csv.DictReader(file))
+            labels = [int(r["label"]) for r in rows]
+            assert entry["auroc"] == pytest.approx(roc_auc_score(labels, [float(r["proba"]) for r in rows]), abs=1e-12)
+
+
+def test_synthetic_oracles_and_pretraining_in_bounds(repro):
+    manifest = json.loads((repro / "data" / "memes" / "manifest.json").read_text())
+    for split, oracle in manifest["oracles"].items():
+        if split != "train":
+            assert oracle["text_only"] <= 0.60 and oracle["image_only"] <= 0.60
+    pretrain = json.loads((repro / "data" / "pretrain" / "metrics.json").read_text())
+    assert pretrain["tiny-vit"]["probe_object_accuracy"] >= 0.90
+
+
+def test_report_and_dvc_metrics_and_plots(repro):
+    html = (repro / "eval" / "report.html").read_text()
+    assert "clip_fusion" in html and "data:image/png;base64," in html
+    assert "clip_fusion" in run(["dvc", "metrics", "show"], repro).stdout
+    run(["dvc", "plots", "show", "--out", str(repro / "plots_html")], repro)
+    assert (repro / "plots_html" / "index.html").is_file()
+
+
+def test_predict_matches_the_predictions_file(repro):
+    meme = json.loads((repro / "data" / "memes" / "test_unseen.jsonl").read_text().splitlines()[3])
+    out = run([sys.executable, "pipelines/predict.py", "--model", "models/clip_fusion", "--image",
+               f"data/memes/{meme['img']}", "--text", meme["text"]], repro).stdout.strip().splitlines()[-1]
+    with (repro / "eval" / "clip_fusion" / "predictions" / "test_unseen.csv").open() as file:
+        row = next(line for line in file if line.startswith(f"{meme['id']},"))
+    assert float(out) == pytest.approx(float(row.split(",")[1]), abs=1e-5)
+
+
+def test_two_process_evaluation_writes_the_same_predictions(repro, tmp_path):
+    run(["accelerate", "launch", "--cpu", "--num_processes", "2", "pipelines/evaluate.py", "clip_fusion",
+         "--out", str(tmp_path / "clip_fusion")], repro)
+    for split in ("dev_seen", "test_unseen"):
+        one = (repro / "eval" / "clip_fusion" / "predictions" / f"{split}.csv").read_text()
+        two = (tmp_path / "clip_fusion" / "predictions" / f"{split}.csv").read_text()
+        assert one == two
