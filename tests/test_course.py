@@ -34,6 +34,15 @@ from hatememes.models.course.transformer import (
 )
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a shared 2-core machine thread spin-waits cost 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def rel_error(a, b) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-300))
@@ -382,7 +391,6 @@ TEXT_MODELS = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", TEXT_MODELS)
 def test_text_model_learns_and_reloads(name, tmp_path):
     torch.manual_seed(0)

@@ -11,6 +11,15 @@ from hatememes.models.course.numpy_cnn import CourseCNN, CourseCNNConfig
 
 
 @pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a shared 2-core machine thread spin-waits cost 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def seeded():
     torch.manual_seed(0)
 
@@ -40,14 +49,18 @@ def test_saliency_is_zero_where_the_model_cannot_see():
 
 
 def test_grad_cam_matches_its_definition_and_removes_its_hook():
-    model, pixels = BrightnessModel(), torch.rand(2, 3, 8, 8)
-    heat = grad_cam(model, model.conv, pixels)
-    activations = model.conv(pixels).detach().requires_grad_(True)
-    logits = 10 * (torch.relu(activations)[:, 0, :, :4].mean(dim=(1, 2)) - 0.5)
-    (grads,) = torch.autograd.grad(logits.sum(), activations)
-    expected = torch.relu((grads.mean(dim=(2, 3), keepdim=True) * activations).sum(dim=1)).detach()
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1), nn.Flatten(), nn.Linear(5 * 8 * 8, 1)
+    )
+    pixels = torch.rand(3, 3, 8, 8)
+    heat = grad_cam(lambda x: model(x)[:, 0], model[2], pixels)
+    activations = model[:3](pixels).detach().requires_grad_(True)  # (B, K, h, w) of the chosen layer
+    (grads,) = torch.autograd.grad(model[3:](activations).sum(), activations)
+    alphas = grads.mean(dim=(2, 3), keepdim=True)  # (B, K, 1, 1), of both signs with random weights
+    assert (alphas > 0).any() and (alphas < 0).any()
+    expected = torch.relu((alphas * activations).sum(dim=1)).detach()
     torch.testing.assert_close(heat, expected / expected.amax(dim=(1, 2), keepdim=True))
-    assert not model.conv._forward_hooks
+    assert not model[2]._forward_hooks
 
 
 def test_grad_cam_finds_the_bright_patch():

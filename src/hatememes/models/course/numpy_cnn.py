@@ -88,10 +88,15 @@ class MaxPool2D:
 
     def forward(self, x: np.ndarray) -> np.ndarray:  # (B, C, H, W) -> (B, C, Ho, Wo)
         k, s = self.kernel_size, self.stride
-        windows = sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::s, ::s]  # (B, C, Ho, Wo, k, k)
-        flat = windows.reshape(*windows.shape[:4], k * k)
-        self.shape, self.argmax = x.shape, flat.argmax(-1)  # (B, C, Ho, Wo): which offset won
-        return np.take_along_axis(flat, self.argmax[..., None], -1)[..., 0]
+        ho, wo = output_size(x.shape[2], k, s, 0), output_size(x.shape[3], k, s, 0)
+        out = x[:, :, : s * ho : s, : s * wo : s].copy()  # offset (0, 0) of every window
+        self.shape, self.argmax = x.shape, np.zeros(out.shape, dtype=np.int8)  # which offset won
+        for offset in range(1, k * k):  # k*k offsets, each compared as a whole (B, C, Ho, Wo) block
+            i, j = divmod(offset, k)
+            candidate = x[:, :, i : i + s * ho : s, j : j + s * wo : s]
+            better = candidate > out  # ties keep the first offset, as torch does
+            out[better], self.argmax[better] = candidate[better], offset
+        return out
 
     def backward(self, grad: np.ndarray) -> np.ndarray:  # (B, C, Ho, Wo) -> (B, C, H, W)
         k, s = self.kernel_size, self.stride
