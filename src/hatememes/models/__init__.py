@@ -42,6 +42,10 @@ class BuildContext:
 from hatememes.models.clip_fusion import ClipFusion  # noqa: E402
 from hatememes.models.clip_linear import ClipLinearImage, ClipLinearText  # noqa: E402
 from hatememes.models.clip_zeroshot import ClipZeroShot  # noqa: E402
+from hatememes.models.course.lstm import CourseLSTM  # noqa: E402
+from hatememes.models.course.numpy_cnn import CourseCNN  # noqa: E402
+from hatememes.models.course.numpy_mlp import CourseMLP  # noqa: E402
+from hatememes.models.course.transformer import CourseTransformer  # noqa: E402
 from hatememes.models.mmbt import MMBT  # noqa: E402
 from hatememes.models.visualbert import VisualBert  # noqa: E402
 
@@ -52,6 +56,10 @@ MODELS: dict[str, type] = {
     "clip_zeroshot": ClipZeroShot,
     "mmbt": MMBT,
     "visualbert": VisualBert,
+    "course_mlp": CourseMLP,
+    "course_cnn": CourseCNN,
+    "course_lstm": CourseLSTM,
+    "course_transformer": CourseTransformer,
 }
 
 
