@@ -20,7 +20,7 @@ from accelerate import PartialState
 from hatememes import params as P
 from hatememes.data.readers import load_items
 from hatememes.evaluation import EvaluateParams, write_evaluation
-from hatememes.files import read_json
+from hatememes.files import read_json, report_write_error
 from hatememes.inference import load_model, score
 from hatememes.metrics import Predictions
 from hatememes.training import train_params
@@ -35,21 +35,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="default: eval/NAME")
     P.add_arguments(parser)
     args = parser.parse_args(argv)
-    params = P.from_arguments(args)
-    config = P.section(params, "evaluate", EvaluateParams)
-    model, _ = load_model(args.model or Path("models") / args.name)
     out = args.out or Path("eval") / args.name
-    features = {name: args.features / name for name in model.inputs if name != "image"}
+    try:
+        evaluate(args.name, P.from_arguments(args), args.memes, args.features, args.model, out)
+    except Exception as error:
+        return report_write_error("evaluate", out, error)
+    return 0
+
+
+def evaluate(name: str, params: dict, memes: Path, features_dir: Path, model_dir: Path | None, out: Path) -> None:
+    config = P.section(params, "evaluate", EvaluateParams)
+    model, _ = load_model(model_dir or Path("models") / name)
+    features = {key: features_dir / key for key in model.inputs if key != "image"}
     predictions = {}
-    for split in read_json(args.memes / "manifest.json")["splits"]:
-        items = load_items(args.memes, features, split, model.inputs)
+    for split in read_json(memes / "manifest.json")["splits"]:
+        items = load_items(memes, features, split, model.inputs)
         ids, probs = score(model, items, batch_size=config.batch_size)
         if ids.tolist() != items.ids:
-            raise RuntimeError(f"{args.name} on {split}: scored ids differ from {args.memes / split}.jsonl")
+            raise RuntimeError(f"{name} on {split}: scored ids differ from {memes / split}.jsonl")
         predictions[split] = Predictions(ids, probs, np.asarray(items.labels))
     if PartialState().is_main_process:
         write_evaluation(out, predictions, train_params(params).dev_split, config)
-    return 0
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from hatememes import params as P
 from hatememes.features import EXTRACTORS, FeaturesParams, build_extractor
 from hatememes.features.extract import extract_split
 from hatememes.features.store import save_split
-from hatememes.files import read_json, write_json
+from hatememes.files import read_json, report_write_error, write_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,26 +32,33 @@ def main(argv: list[str] | None = None) -> int:
     P.add_arguments(parser)
     args = parser.parse_args(argv)
     config = P.section(P.from_arguments(args), "features", FeaturesParams)
+    try:
+        extract(args.extractor, config, args.memes, args.out)
+    except Exception as error:
+        return report_write_error("features", args.out, error)
+    return 0
+
+
+def extract(name: str, config: FeaturesParams, memes: Path, out: Path) -> None:
     torch.manual_seed(0)
     accelerator = Accelerator()
-    extractor = build_extractor(args.extractor, config)
+    extractor = build_extractor(name, config)
     extractor.model.to(accelerator.device)
-    manifest = read_json(args.memes / "manifest.json")
-    building = args.out.with_name(f".{args.out.name}.partial")
+    manifest = read_json(memes / "manifest.json")
+    building = out.with_name(f".{out.name}.partial")
     if accelerator.is_main_process:
         shutil.rmtree(building, ignore_errors=True)
     for split in manifest["splits"]:
-        ids, tensors = extract_split(extractor, args.memes, split, config.batch_size, config.num_workers, accelerator)
+        ids, tensors = extract_split(extractor, memes, split, config.batch_size, config.num_workers, accelerator)
         if accelerator.is_main_process:
             save_split(building, split, ids, tensors)
     if accelerator.is_main_process:
-        shapes = {name: list(tensor.shape[1:]) for name, tensor in tensors.items()}
+        shapes = {key: list(tensor.shape[1:]) for key, tensor in tensors.items()}
         data_hashes = {split: info["sha256"] for split, info in manifest["splits"].items()}
         write_json(building / "meta.json", {**extractor.meta, "shapes": shapes, "data_sha256": data_hashes})
-        shutil.rmtree(args.out, ignore_errors=True)
-        building.rename(args.out)  # complete or absent: a killed run leaves only the .partial folder
-        print(f"{args.extractor}: {', '.join(f'{n} {s}' for n, s in shapes.items())} -> {args.out}")
-    return 0
+        shutil.rmtree(out, ignore_errors=True)
+        building.rename(out)  # complete or absent: a killed run leaves only the .partial folder
+        print(f"{name}: {', '.join(f'{n} {s}' for n, s in shapes.items())} -> {out}")
 
 
 if __name__ == "__main__":

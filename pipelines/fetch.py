@@ -17,6 +17,7 @@ from pathlib import Path
 from hatememes import params as P
 from hatememes.data.memes import BadRecordsError
 from hatememes.data.sources import FetchParams, fetch
+from hatememes.files import report_write_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fetch: {error}\n(set fetch.on_bad_record: skip to keep the valid records and list these "
               "in manifest.json)", file=sys.stderr)
         return 1
+    except Exception as error:
+        return report_write_error("fetch", args.out, error)
     for split, info in manifest["splits"].items():
         print(f"{split:12s} {info['count']:6d} memes  {info['hateful']:5d} hateful  {info['rejected']} rejected")
     for split, oracle in manifest.get("oracles", {}).items():

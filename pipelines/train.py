@@ -20,7 +20,7 @@ from torch import nn
 from hatememes import params as P
 from hatememes.data.memes import read_split
 from hatememes.data.readers import load_items
-from hatememes.files import read_json, write_json
+from hatememes.files import read_json, report_write_error, write_json
 from hatememes.models import MODELS, BuildContext, get_model_class
 from hatememes.training import LoopParams, train, train_params
 
@@ -34,21 +34,28 @@ def main(argv: list[str] | None = None) -> int:
     P.add_arguments(parser)
     args = parser.parse_args(argv)
     out = args.out or Path("models") / args.model
-    params = P.from_arguments(args)
-    model_class = get_model_class(args.model)
+    try:
+        fit_and_save(args.model, P.from_arguments(args), args.memes, args.features, out)
+    except Exception as error:
+        return report_write_error("train", out, error)
+    return 0
+
+
+def fit_and_save(name: str, params: dict, memes: Path, features_dir: Path, out: Path) -> None:
+    model_class = get_model_class(name)
     dev_split = train_params(params).dev_split
-    config = P.section(params, f"train.{args.model}.model", model_class.Config)
-    available = {path.parent.name: path for path in sorted(args.features.glob("*/meta.json"))}
-    context = BuildContext({name: read_json(path) for name, path in available.items()},
-                           tuple(meme.text for meme in read_split(args.memes, "train")))
+    config = P.section(params, f"train.{name}.model", model_class.Config)
+    available = {path.parent.name: path for path in sorted(features_dir.glob("*/meta.json"))}
+    context = BuildContext({key: read_json(path) for key, path in available.items()},
+                           tuple(meme.text for meme in read_split(memes, "train")))
     model = model_class.build(config, context)  # the model instance says which inputs it reads
-    features = {name: args.features / name for name in model.inputs if name != "image"}
-    train_items = load_items(args.memes, features, "train", model.inputs)
-    dev_items = load_items(args.memes, features, dev_split, model.inputs)
-    summary = {"name": args.model, "dev_split": dev_split}
+    features = {key: features_dir / key for key in model.inputs if key != "image"}
+    train_items = load_items(memes, features, "train", model.inputs)
+    dev_items = load_items(memes, features, dev_split, model.inputs)
+    summary = {"name": name, "dev_split": dev_split}
     if isinstance(model, nn.Module):
-        loop = P.section(params, f"train.{args.model}.loop", LoopParams)
-        fingerprint = {"params": P.resolved(params)["train"][args.model], "data": data_hashes(args.memes, features)}
+        loop = P.section(params, f"train.{name}.loop", LoopParams)
+        fingerprint = {"params": P.resolved(params)["train"][name], "data": data_hashes(memes, features)}
         discard_stale_checkpoints(out / "checkpoints", fingerprint)
         result = train(model, train_items, dev_items, loop, out)
         summary.update(best_dev_auroc=result.best_auroc, best_epoch=result.best_epoch, epochs_run=result.epochs_run)
@@ -58,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         model.save_pretrained(out)
         write_json(out / "model.json", summary)
         write_json(out / "params.json", P.resolved(params))
-        print(f"{args.model}: saved to {out}")
-    return 0
+        print(f"{name}: saved to {out}")
 
 
 def data_hashes(memes: Path, features: dict[str, Path]) -> dict:
