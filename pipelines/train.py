@@ -61,10 +61,11 @@ def fit_and_save(name: str, params: dict, memes: Path, features_dir: Path, out: 
         summary.update(best_dev_auroc=result.best_auroc, best_epoch=result.best_epoch, epochs_run=result.epochs_run)
     else:
         model.fit(train_items, dev_items)
-    if PartialState().is_main_process:
+    if PartialState().is_main_process:  # model.json goes last: without it the folder is not a complete model
+        (out / "model.json").unlink(missing_ok=True)
         model.save_pretrained(out)
-        write_json(out / "model.json", summary)
         write_json(out / "params.json", P.resolved(params))
+        write_json(out / "model.json", summary)
         print(f"{name}: saved to {out}")
 
 

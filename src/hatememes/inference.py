@@ -19,6 +19,9 @@ from hatememes.models import get_model_class
 def load_model(directory: Path):
     """(model, name) from a folder written by the train stage."""
     directory = Path(directory)
+    if not (directory / "model.json").is_file():
+        raise FileNotFoundError(f"{directory}: no complete trained model (model.json, written last, is missing; "
+                                "run the train stage)")
     name = read_json(directory / "model.json")["name"]
     model = get_model_class(name).from_pretrained(directory)
     if isinstance(model, nn.Module):
