@@ -19,7 +19,7 @@ from torch import nn
 
 from hatememes import params as P
 from hatememes.data.memes import read_split
-from hatememes.data.readers import load_items
+from hatememes.data.readers import FEATURE_TENSORS, load_items
 from hatememes.files import read_json, report_write_error, write_json
 from hatememes.models import MODELS, BuildContext, get_model_class
 from hatememes.training import LoopParams, train, train_params
@@ -48,7 +48,14 @@ def fit_and_save(name: str, params: dict, memes: Path, features_dir: Path, out: 
     available = {path.parent.name: path for path in sorted(features_dir.glob("*/meta.json"))}
     context = BuildContext({key: read_json(path) for key, path in available.items()},
                            tuple(meme.text for meme in read_split(memes, "train")))
-    model = model_class.build(config, context)  # the model instance says which inputs it reads
+    try:
+        model = model_class.build(config, context)  # the model instance says which inputs it reads
+    except KeyError as error:  # a builder reading context.feature_meta[<extractor>] that was never extracted
+        missing = error.args[0] if error.args else None
+        if missing not in FEATURE_TENSORS or missing in context.feature_meta:
+            raise
+        raise FileNotFoundError(f"{features_dir / missing / 'meta.json'}: not found; {name} needs the {missing!r} "
+                                f"features (run: python pipelines/features.py {missing} ...)") from None
     features = {key: features_dir / key for key in model.inputs if key != "image"}
     train_items = load_items(memes, features, "train", model.inputs)
     dev_items = load_items(memes, features, dev_split, model.inputs)
