@@ -17,6 +17,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -118,15 +119,18 @@ def extract_zip(archive_path: Path, target: Path, expected_sha256: str = "") -> 
         if actual != expected_sha256.lower():
             raise ValueError(f"{archive_path}: sha256 {actual} does not match the pinned {expected_sha256}")
     password = os.environ.get(ZIP_PASSWORD_ENV)
-    with zipfile.ZipFile(archive_path) as archive:
-        check_archive_members(archive)
-        try:
+    try:
+        with zipfile.ZipFile(archive_path) as archive:
+            check_archive_members(archive)
             archive.extractall(target, pwd=password.encode() if password else None)
-        except RuntimeError as error:
-            if "password" not in str(error):
-                raise
-            hint = "is wrong" if password else f"is required: set {ZIP_PASSWORD_ENV}"
-            raise PermissionError(f"{archive_path}: the archive is encrypted and the password {hint}") from None
+    except RuntimeError as error:
+        if "password" not in str(error):
+            raise
+        hint = "is wrong" if password else f"is required: set {ZIP_PASSWORD_ENV}"
+        raise PermissionError(f"{archive_path}: the archive is encrypted and the password {hint}") from None
+    except (zipfile.BadZipFile, EOFError, zlib.error) as error:  # not a zip, truncated, a member's CRC wrong
+        hint = f" (or the password in {ZIP_PASSWORD_ENV} is wrong)" if password else ""
+        raise ValueError(f"{archive_path}: damaged or not a zip archive{hint}: {error}") from None
 
 
 def hub_splits(hub: HubParams) -> RawSplits:
