@@ -15,7 +15,6 @@ import hashlib
 import os
 import shutil
 import stat
-import tempfile
 import zipfile
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -226,8 +225,9 @@ def fetch(params: FetchParams, out: Path) -> dict:
 
     `out` appears only when complete: it is built under a temporary name beside it, then renamed."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-staging-", dir=out.parent))
+    staging = out.with_name(f".{out.name}.partial")  # one fixed name: a killed run's leftovers go on the rerun
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     try:
         raw = read_source(params, staging)
         seen: dict[int, str] = {}
