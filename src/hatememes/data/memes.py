@@ -129,7 +129,7 @@ def check_record(record: dict | str) -> tuple[Meme | None, str]:
         return None, f"label must be 0 or 1 (or absent), got {label!r}"
     if not record["text"].strip():
         return None, "empty text"
-    return Meme(id=record["id"], img=record["img"], text=record["text"], label=label), ""
+    return Meme(id=record["id"], img=record["img"], text=record["text"], label=int(label)), ""  # 1.0 is written as 1
 
 
 def check_image(image_root: Path, relative: str) -> tuple[str, str]:
