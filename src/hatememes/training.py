@@ -77,6 +77,9 @@ def train(model, train_items: MemeItems, dev_items: MemeItems, params: LoopParam
     """Fit a torch classifier (see `hatememes.models`) and load its best-on-dev weights into it."""
     out_dir = Path(out_dir)
     accelerator = Accelerator(mixed_precision=params.mixed_precision, gradient_accumulation_steps=params.grad_accum)
+    if params.mixed_precision == "fp16" and accelerator.device.type == "cpu":  # Accelerate ignores it silently
+        accelerator.print("train: mixed_precision fp16 needs a GPU; on CPU this run trains in fp32 "
+                          "(bf16 is the mixed precision CPUs support)")
     set_seed(params.seed)
     shuffle = torch.Generator()  # the loader draws only from this, so a resumed run sees the same batches
     train_loader = DataLoader(train_items, batch_size=params.batch_size, shuffle=True, generator=shuffle,
