@@ -236,13 +236,15 @@ def fetch(params: FetchParams, out: Path) -> dict:
         if rejected and params.on_bad_record == "error":
             raise BadRecordsError(rejected)
         building = staging / "memes"
+        empty = [s for s, check in checks.items() if not check.accepted]  # left out: later stages need rows
         manifest = {
             "source": params.source,
             "source_info": raw.info,
-            "splits": write_memes(building, raw, checks),
-            "missing_splits": [s for s in SPLITS if s not in checks],
+            "splits": write_memes(building, raw, {s: c for s, c in checks.items() if s not in empty}),
+            "missing_splits": [s for s in SPLITS if s not in checks or s in empty],
             "rejected": [asdict(r) for r in rejected],
-            "notes": [note for check in checks.values() for note in check.notes],
+            "notes": [note for check in checks.values() for note in check.notes]
+            + [f"{raw.files[s]}: no valid records; left out like a missing split" for s in empty],
         }
         if raw.oracles:
             manifest["oracles"] = raw.oracles
