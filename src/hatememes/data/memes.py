@@ -103,7 +103,7 @@ def read_jsonl_rows(path: Path) -> list[tuple[int, dict | str]]:
             if not raw.strip():
                 continue
             try:
-                rows.append((number, json.loads(raw.decode("utf-8"))))
+                rows.append((number, json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8"))))  # BOM ok
             except UnicodeDecodeError as error:
                 rows.append((number, f"not UTF-8 ({error.reason} at byte {error.start})"))
             except json.JSONDecodeError as error:
