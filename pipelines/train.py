@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from accelerate import PartialState
+from accelerate.utils import set_seed
 from torch import nn
 
 from hatememes import params as P
@@ -48,6 +49,7 @@ def fit_and_save(name: str, params: dict, memes: Path, features_dir: Path, out: 
     available = {path.parent.name: path for path in sorted(features_dir.glob("*/meta.json"))}
     context = BuildContext({key: read_json(path) for key, path in available.items()},
                            tuple(meme.text for meme in read_split(memes, "train")))
+    set_seed(params["train"][name].get("loop", {}).get("seed", 0))  # the initial weights follow the seed too
     try:
         model = model_class.build(config, context)  # the model instance says which inputs it reads
     except KeyError as error:  # a builder reading context.feature_meta[<extractor>] that was never extracted
