@@ -126,6 +126,7 @@ class CourseTransformer(nn.Module):
     def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer([item["text"] for item in items], self.config.max_length)
         batch["labels"] = torch.tensor([float(item["label"]) for item in items])  # (B,)
+        batch["ids"] = torch.tensor([item["id"] for item in items], dtype=torch.long)  # (B,)
         return batch
 
     def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, T, D), (B, T) -> (B, D)
