@@ -1,0 +1,139 @@
+"""The real stage scripts as subprocesses, SIGKILLed mid-way: the rerun completes with outputs identical to
+an uninterrupted run, and no half-written output is ever in the place of a complete one.
+
+Each stage is killed twice in a row at two points (see kill_at.py), then rerun: first while writing a file
+under its temporary name, then with everything written but not yet renamed into place. The reference run
+fetches an encrypted zip with HATEMEMES_ZIP_PASSWORD and HF_TOKEN set, and its every output is searched
+for both secrets.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+from stage_runs import (
+    PARAMS,
+    RANDOM_CLIP,
+    SIZES,
+    evaluate_args,
+    evaluate_main,
+    run_script,
+    script_env,
+    train_args,
+    train_main,
+    tree_bytes,
+    write_official,
+)
+from test_fetch import encrypted_zip
+
+pytestmark = pytest.mark.slow
+PASSWORD, TOKEN = "zip-Pa55word-7f3c", "hf_reliabilityTokenValue91"
+ENV = script_env(HATEMEMES_ZIP_PASSWORD=PASSWORD, HF_TOKEN=TOKEN)
+KILLED = -signal.SIGKILL
+
+
+def fetch_args(archive: Path, out: Path) -> list[str]:
+    return ["--params", str(PARAMS), "--out", str(out), "--source", "zip", "--path", str(archive)]
+
+
+def features_args(memes: Path, out: Path) -> list[str]:
+    return ["clip", "--params", str(PARAMS), "--memes", str(memes), "--out", str(out), *RANDOM_CLIP]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    """One uninterrupted run of fetch (zip) -> features clip -> train clip_fusion -> evaluate."""
+    root = tmp_path_factory.mktemp("reference")
+    write_official(root / "raw", SIZES)
+    encrypted_zip(root / "hateful_memes.zip", root / "raw", PASSWORD.encode())
+    paths = {"root": root, "archive": root / "hateful_memes.zip", "memes": root / "memes",
+             "features": root / "features", "model": root / "models" / "clip_fusion", "eval": root / "eval" / "clip_fusion"}
+    runs = [run_script("fetch.py", fetch_args(paths["archive"], paths["memes"]), ENV),
+            run_script("features.py", features_args(paths["memes"], paths["features"] / "clip"), ENV),
+            run_script("train.py", train_args(paths["memes"], paths["features"], paths["model"]), ENV),
+            run_script("evaluate.py", evaluate_args(paths["memes"], paths["features"], paths["model"], paths["eval"]), ENV)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
+    return {**paths, "runs": runs}
+
+
+def killed(result) -> None:
+    assert result.returncode == KILLED, f"not killed (rc {result.returncode}):\n{result.stderr[-2000:]}"
+
+
+def test_fetch_killed_twice_then_rerun_gives_the_same_memes(reference, tmp_path):
+    out = tmp_path / "memes"
+    killed(run_script("fetch.py", fetch_args(reference["archive"], out), ENV,
+                      kill_at=("rename", "*/.memes.partial/memes/manifest.json", 1)))
+    assert not out.exists()
+    killed(run_script("fetch.py", fetch_args(reference["archive"], out), ENV, kill_at=("rename", str(out), 1)))
+    assert not out.exists() and (tmp_path / ".memes.partial" / "memes" / "manifest.json").is_file()
+    assert run_script("fetch.py", fetch_args(reference["archive"], out), ENV).returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["memes"]  # no staging copy left behind
+    mine, theirs = tree_bytes(out), tree_bytes(reference["memes"])
+    staging = {"memes": tmp_path / ".memes.partial", "theirs": reference["root"] / ".memes.partial"}
+    manifest = mine.pop("manifest.json").decode().replace(str(staging["memes"]), "STAGING")  # unzip folder named
+    assert manifest == theirs.pop("manifest.json").decode().replace(str(staging["theirs"]), "STAGING")
+    assert mine == theirs
+
+
+def test_features_killed_twice_then_rerun_gives_identical_files(reference, tmp_path):
+    out, memes = tmp_path / "features" / "clip", reference["memes"]
+    partial = out.with_name(".clip.partial")
+    killed(run_script("features.py", features_args(memes, out), ENV,
+                      kill_at=("rename", f"{partial}/dev_unseen.safetensors", 1)))
+    assert not out.exists()
+    assert sorted(p.name for p in partial.iterdir()) == [".dev_unseen.safetensors.tmp", "dev_seen.safetensors",
+                                                          "train.safetensors"]
+    with pytest.raises(FileNotFoundError, match=r"clip/meta.json: not found; clip_fusion needs the 'clip' features"):
+        train_main(train_args(memes, out.parent, tmp_path / "model"))
+    killed(run_script("features.py", features_args(memes, out), ENV, kill_at=("rename", str(out), 1)))
+    assert not out.exists() and (partial / "meta.json").is_file()
+    assert run_script("features.py", features_args(memes, out), ENV).returncode == 0
+    assert not partial.exists()
+    assert tree_bytes(out) == tree_bytes(reference["features"] / "clip")
+
+
+def test_training_killed_mid_epoch_and_mid_save_then_rerun_gives_identical_weights(reference, tmp_path):
+    out = tmp_path / "models" / "clip_fusion"
+    args = train_args(reference["memes"], reference["features"], out)
+    # 3 batches an epoch, a checkpoint every 2 steps: the 4th is step 6, so step-4 (epoch 1, batch 1) is the last
+    killed(run_script("train.py", args, ENV, kill_at=("rename", f"{out}/checkpoints/step-*", 4)))
+    checkpoints = sorted(p.name for p in (out / "checkpoints").glob("step-*"))
+    assert checkpoints == ["step-00000004-batch-000001-epoch-0001", "step-00000006-batch-000003-epoch-0001.partial"]
+    assert not (out / "model.json").exists()
+    second = run_script("train.py", args, ENV, kill_at=("write", f"{out}/model.safetensors", 1))
+    killed(second)
+    assert "resuming from step-00000004-batch-000001-epoch-0001" in second.stdout
+    assert (out / "model.safetensors").is_file() and not (out / "model.json").exists()
+    with pytest.raises(FileNotFoundError, match="no complete trained model"):
+        evaluate_main(evaluate_args(reference["memes"], reference["features"], out, tmp_path / "eval"))
+    third = run_script("train.py", args, ENV)
+    assert third.returncode == 0, third.stderr[-2000:]
+    mine, theirs = tree_bytes(out, skip=("checkpoints", "dvclive")), tree_bytes(reference["model"], skip=("checkpoints", "dvclive"))
+    assert sorted(mine) == ["config.json", "model.json", "model.safetensors", "params.json"]
+    assert mine == theirs
+
+
+def test_evaluation_killed_twice_then_rerun_gives_identical_files(reference, tmp_path):
+    out = tmp_path / "eval" / "clip_fusion"
+    args = evaluate_args(reference["memes"], reference["features"], reference["model"], out)
+    killed(run_script("evaluate.py", args, ENV, kill_at=("open", "*/predictions/test_seen.csv", 1)))
+    assert not out.exists()
+    killed(run_script("evaluate.py", args, ENV, kill_at=("rename", str(out), 1)))
+    assert not out.exists()
+    assert run_script("evaluate.py", args, ENV).returncode == 0
+    assert tree_bytes(out) == tree_bytes(reference["eval"])
+    killed(run_script("evaluate.py", args, ENV, kill_at=("open", "*/predictions/test_seen.csv", 1)))
+    assert tree_bytes(out) == tree_bytes(reference["eval"])  # a killed rerun leaves the complete one untouched
+
+
+def test_no_secret_in_any_output_log_or_saved_params(reference):
+    files = {p: p.read_bytes() for p in reference["root"].rglob("*") if p.is_file() and "raw" not in p.parts}
+    assert any(p.name == "params.json" for p in files) and any(p.name == "manifest.json" for p in files)
+    logs = "".join(run.stdout + run.stderr for run in reference["runs"])
+    for secret in (PASSWORD, TOKEN):
+        assert secret not in logs
+        assert not [p for p, data in files.items() if secret.encode() in data]
