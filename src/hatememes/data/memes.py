@@ -103,7 +103,8 @@ def read_jsonl_rows(path: Path) -> list[tuple[int, dict | str]]:
             if not raw.strip():
                 continue
             try:
-                rows.append((number, json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8"))))  # BOM ok
+                value = json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n"))  # BOM ok
+                rows.append((number, value if not isinstance(value, str) else "expected a JSON object, got str"))
             except UnicodeDecodeError as error:
                 rows.append((number, f"not UTF-8 ({error.reason} at byte {error.start})"))
             except json.JSONDecodeError as error:
