@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,12 +32,16 @@ def params(request, tmp_path) -> dict:
 
 
 def test_every_section_loads_into_its_dataclass(params):
-    for name, cls in {**SECTIONS, "evaluate": EvaluateParams, "ensemble": EnsembleConfig}.items():
+    sys.path.insert(0, str(ROOT / "pipelines"))
+    from explain import ExplainParams
+
+    extra = {"evaluate": EvaluateParams, "ensemble": EnsembleConfig, "explain": ExplainParams}
+    for name, cls in {**SECTIONS, **extra}.items():
         section(params, name, cls)
     config = train_params(params)
     assert set(config.models) <= set(MODELS)
     top = set(params) - {"_sources"}
-    assert top == {"profile", "train", "evaluate", "ensemble", *SECTIONS}, "a params section without a stage (or v.v.)"
+    assert top == {"profile", "train", *extra, *SECTIONS}, "a params section without a stage (or v.v.)"
 
 
 def test_dvc_stages_match_params_and_code():
@@ -44,12 +49,13 @@ def test_dvc_stages_match_params_and_code():
     params = load_params(ROOT / "params.yaml")
     models = train_params(params).models
     stages = dvc["stages"]
-    assert list(stages) == ["fetch", "pretrain", "features", "train", "evaluate", "ensemble", "report"]
+    assert list(stages) == ["fetch", "pretrain", "features", "train", "evaluate", "explain", "ensemble",
+                            "report"]
     assert stages["features"]["foreach"] == list(EXTRACTORS)
     assert stages["train"]["foreach"] == stages["evaluate"]["foreach"] == "${train.models}"
     for stage in stages:
         assert (ROOT / "pipelines" / f"{stage}.py").is_file(), f"stage {stage} has no script"
-    report_deps = {d for d in stages["report"]["deps"] if isinstance(d, str) and d.startswith("eval/")}
+    report_deps = {d for d in stages["report"]["deps"] if d.startswith("eval/") and not d.endswith("/extra")}
     assert report_deps == {f"eval/{m}/predictions" for m in (*models, "ensemble")}
     members = section(params, "ensemble", EnsembleConfig).members
     assert set(members) <= set(models)

@@ -24,7 +24,8 @@ class EvaluateParams:
 
 
 def write_evaluation(out: Path, predictions: dict[str, Predictions], dev_split: str, config: EvaluateParams) -> dict:
-    """Everything into `.<name>.partial`, then renamed to `out`: a killed run leaves no half evaluation."""
+    """Everything is written under `.<name>.partial` first, then moved into `out` (metrics.json last), so a
+    killed run never leaves a half evaluation that looks complete. Other files in `out` (extra/) stay."""
     out = Path(out)
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -32,8 +33,13 @@ def write_evaluation(out: Path, predictions: dict[str, Predictions], dev_split: 
         write_predictions(partial / "predictions" / f"{split}.csv", split_predictions)
     metrics = write_metrics(partial, predictions, dev_split=dev_split, criterion=config.threshold_criterion,
                             n_boot=config.n_boot, seed=config.seed)
-    shutil.rmtree(out, ignore_errors=True)
-    partial.rename(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").unlink(missing_ok=True)
+    for name in ("predictions", "roc", "metrics.json"):
+        shutil.rmtree(out / name, ignore_errors=True)
+        if (partial / name).exists():
+            (partial / name).rename(out / name)
+    shutil.rmtree(partial, ignore_errors=True)
     for split, entry in metrics.items():
         auroc = "n/a" if entry["auroc"] is None else f"{entry['auroc']:.4f}"
         print(f"{out.name:22s} {split:12s} AUROC {auroc}  n={entry['n']}")
