@@ -24,17 +24,17 @@ import evaluate as evaluate_stage  # noqa: E402
 import fetch as fetch_stage  # noqa: E402
 import train as train_stage  # noqa: E402
 from conftest import write_official  # noqa: E402
-
 from hatememes.data.memes import read_split  # noqa: E402
 from hatememes.features.store import save_split  # noqa: E402
 from hatememes.files import read_json  # noqa: E402
 
 SIZES = {"train": 24, "dev_seen": 8, "dev_unseen": 6, "test_seen": 6, "test_unseen": 6}
-TINY_FUSION = ["--set", "train.clip_fusion.model.projection_dim=16", "--set", "train.clip_fusion.model.pre_output_dim=16",
-               "--set", "train.clip_fusion.loop.epochs=3", "--set", "train.clip_fusion.loop.batch_size=8",
-               "--set", "train.clip_fusion.loop.warmup_steps=2", "--set", "train.clip_fusion.loop.checkpoint_every=2"]
+TINY_FUSION = [arg for item in ("model.projection_dim=16", "model.pre_output_dim=16", "loop.epochs=3",
+                                 "loop.batch_size=8", "loop.warmup_steps=2", "loop.checkpoint_every=2")
+               for arg in ("--set", f"train.clip_fusion.{item}")]  # 3 batches an epoch, a checkpoint every 2 steps
 QUICK_EVAL = ["--set", "evaluate.n_boot=50"]
-RANDOM_CLIP = ["--set", "features.clip.pretrained=''", "--set", "features.num_workers=0", "--set", "features.batch_size=4"]
+RANDOM_CLIP = ["--set", "features.clip.pretrained=''", "--set", "features.num_workers=0",
+               "--set", "features.batch_size=4"]
 
 
 def fetched(root: Path, sizes: dict[str, int] = SIZES) -> Path:

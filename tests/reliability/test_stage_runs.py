@@ -26,6 +26,7 @@ from stage_runs import (
     tree_bytes,
     write_official,
 )
+
 from test_fetch import encrypted_zip
 
 pytestmark = pytest.mark.slow
@@ -48,15 +49,16 @@ def reference(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("reference")
     write_official(root / "raw", SIZES)
     encrypted_zip(root / "hateful_memes.zip", root / "raw", PASSWORD.encode())
-    paths = {"root": root, "archive": root / "hateful_memes.zip", "memes": root / "memes",
-             "features": root / "features", "model": root / "models" / "clip_fusion", "eval": root / "eval" / "clip_fusion"}
-    runs = [run_script("fetch.py", fetch_args(paths["archive"], paths["memes"]), ENV),
-            run_script("features.py", features_args(paths["memes"], paths["features"] / "clip"), ENV),
-            run_script("train.py", train_args(paths["memes"], paths["features"], paths["model"]), ENV),
-            run_script("evaluate.py", evaluate_args(paths["memes"], paths["features"], paths["model"], paths["eval"]), ENV)]
+    archive, memes, features = root / "hateful_memes.zip", root / "memes", root / "features"
+    model, evaluation = root / "models" / "clip_fusion", root / "eval" / "clip_fusion"
+    runs = [run_script("fetch.py", fetch_args(archive, memes), ENV),
+            run_script("features.py", features_args(memes, features / "clip"), ENV),
+            run_script("train.py", train_args(memes, features, model), ENV),
+            run_script("evaluate.py", evaluate_args(memes, features, model, evaluation), ENV)]
     for run in runs:
         assert run.returncode == 0, run.stderr[-3000:]
-    return {**paths, "runs": runs}
+    return {"root": root, "archive": archive, "memes": memes, "features": features, "model": model,
+            "eval": evaluation, "runs": runs}
 
 
 def killed(result) -> None:
@@ -112,7 +114,8 @@ def test_training_killed_mid_epoch_and_mid_save_then_rerun_gives_identical_weigh
         evaluate_main(evaluate_args(reference["memes"], reference["features"], out, tmp_path / "eval"))
     third = run_script("train.py", args, ENV)
     assert third.returncode == 0, third.stderr[-2000:]
-    mine, theirs = tree_bytes(out, skip=("checkpoints", "dvclive")), tree_bytes(reference["model"], skip=("checkpoints", "dvclive"))
+    skip = ("checkpoints", "dvclive")
+    mine, theirs = tree_bytes(out, skip), tree_bytes(reference["model"], skip)
     assert sorted(mine) == ["config.json", "model.json", "model.safetensors", "params.json"]
     assert mine == theirs
 
