@@ -125,8 +125,8 @@ def test_evaluation_killed_twice_then_rerun_gives_identical_files(reference, tmp
     args = evaluate_args(reference["memes"], reference["features"], reference["model"], out)
     killed(run_script("evaluate.py", args, ENV, kill_at=("open", "*/predictions/test_seen.csv", 1)))
     assert not out.exists()
-    killed(run_script("evaluate.py", args, ENV, kill_at=("rename", str(out), 1)))
-    assert not out.exists()
+    killed(run_script("evaluate.py", args, ENV, kill_at=("rename", f"{out}/roc", 1)))
+    assert (out / "predictions").is_dir() and not (out / "metrics.json").exists()  # moved last: not complete
     assert run_script("evaluate.py", args, ENV).returncode == 0
     assert tree_bytes(out) == tree_bytes(reference["eval"])
     killed(run_script("evaluate.py", args, ENV, kill_at=("open", "*/predictions/test_seen.csv", 1)))
@@ -140,3 +140,10 @@ def test_no_secret_in_any_output_log_or_saved_params(reference):
     for secret in (PASSWORD, TOKEN):
         assert secret not in logs
         assert not [p for p, data in files.items() if secret.encode() in data]
+
+
+def test_the_stages_write_tensors_only_as_safetensors(reference):
+    """Features and model weights as the real stages wrote them: safetensors, never a pickle format."""
+    assert {p.suffix for p in (reference["features"] / "clip").iterdir()} == {".safetensors", ".json"}
+    model_files = {p.name for p in reference["model"].iterdir() if p.is_file()}
+    assert model_files == {"config.json", "model.json", "model.safetensors", "params.json"}
