@@ -1,0 +1,215 @@
+"""The `pretrain` stage's library: the demo's tiny CLIP backbones, trained contrastively on the "web" corpus.
+
+CLIP (Radford et al. 2021) as open_clip implements it: the architectures are JSON configs shipped in
+`features/model_configs/` (`tiny-vit`: a ViT image tower; `tiny-rn`: a ModifiedResNet whose trunk is the
+demo's CNN for grid and region features), trained with open_clip's `ClipLoss` on the corpus of
+`hatememes.data.synthetic`, and saved as safetensors that load through the real route:
+
+    register_tiny_configs()
+    model, _, preprocess = open_clip.create_model_and_transforms("tiny-vit", pretrained="<out>/tiny-vit.safetensors")
+
+The full profile skips this stage and uses published weights (`enabled: false`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+from safetensors.torch import save_file
+from sklearn.linear_model import LogisticRegression
+from torch import Tensor
+from tqdm import tqdm
+
+from hatememes.data.memes import load_rgb
+from hatememes.data.synthetic import COLORS, OBJECTS
+
+CONFIG_DIR = Path(__file__).parent / "features" / "model_configs"
+TINY_MODELS = ("tiny-vit", "tiny-rn")
+OBJECT_PROMPTS = ("a photo of a {obj}", "a {obj}", "a picture of a {obj}")
+COLOR_PROMPTS = ("a {color} {obj}",)  # averaged over every object: "something {color}"
+
+
+@dataclass(frozen=True)
+class PretrainParams:
+    enabled: bool = True  # false in the full profile: published weights, nothing to pretrain
+    models: tuple[str, ...] = TINY_MODELS
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 2.0e-3
+    weight_decay: float = 0.1
+    warmup_fraction: float = 0.1
+    shift: int = 4  # random translation in pixels (augmentation); 0 turns it off
+    seed: int = 0
+    probe_pairs: int = 2000  # corpus train pairs the linear probe is fitted on
+    threads: int = 1  # torch CPU threads: on a shared 2-core machine 2 threads ran 15-25x slower than 1
+
+
+@dataclass(frozen=True)
+class CorpusSplit:
+    pixel_values: Tensor  # (N, 3, S, S), preprocessed once
+    texts: list[str]
+    objects: list[int]
+    colors: list[int]
+
+
+def register_tiny_configs() -> list[str]:
+    """Make the tiny configs known to open_clip (idempotent); returns their names."""
+    if CONFIG_DIR not in open_clip.factory._MODEL_CONFIG_PATHS:
+        open_clip.add_model_config(CONFIG_DIR)
+    return sorted(path.stem for path in CONFIG_DIR.glob("*.json"))
+
+
+def read_pairs(corpus_dir: Path) -> list[dict]:
+    with (Path(corpus_dir) / "pairs.jsonl").open(encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def load_split(corpus_dir: Path, pairs: list[dict], split: str, preprocess) -> CorpusSplit:
+    rows = [p for p in pairs if p["split"] == split]
+    pixel_values = torch.stack([preprocess(load_rgb(Path(corpus_dir) / p["image"])) for p in rows])
+    return CorpusSplit(pixel_values, [p["text"] for p in rows], [OBJECTS.index(p["object"]) for p in rows],
+                       [list(COLORS).index(p["color"]) for p in rows])
+
+
+def random_shift(pixel_values: Tensor, shift: int, generator: torch.Generator) -> Tensor:
+    """Translate each image by up to `shift` pixels (edge padding): a cheap augmentation that keeps positions."""
+    if shift == 0:
+        return pixel_values
+    size = pixel_values.shape[-1]
+    padded = torch.nn.functional.pad(pixel_values, (shift,) * 4, mode="replicate")  # (B, 3, S+2s, S+2s)
+    dx, dy = torch.randint(0, 2 * shift + 1, (2, len(pixel_values)), generator=generator).tolist()
+    return torch.stack([p[:, y:y + size, x:x + size] for p, x, y in zip(padded, dx, dy, strict=True)])
+
+
+def cosine_lr(step: int, total: int, warmup: int, lr: float) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def train_clip(model: open_clip.CLIP, tokenizer, train: CorpusSplit, params: PretrainParams,
+               desc: str = "pretrain") -> list[float]:
+    """Contrastive training with open_clip's ClipLoss, AdamW and a cosine schedule; returns the epoch losses."""
+    generator = torch.Generator().manual_seed(params.seed)
+    input_ids = tokenizer(train.texts)  # (N, L)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": params.weight_decay},
+                                   {"params": rest, "weight_decay": 0.0}], lr=params.lr)
+    loss_fn = open_clip.ClipLoss()
+    steps_per_epoch = len(train.texts) // params.batch_size
+    total = steps_per_epoch * params.epochs
+    warmup = max(1, round(total * params.warmup_fraction))
+    losses, step = [], 0
+    model.train()
+    with tqdm(total=total * params.batch_size, desc=desc, unit="pair", unit_scale=True) as bar:
+        for _ in range(params.epochs):
+            order = torch.randperm(len(train.texts), generator=generator)
+            epoch_losses = []
+            for start in range(0, steps_per_epoch * params.batch_size, params.batch_size):
+                index = order[start:start + params.batch_size]
+                for group in optimizer.param_groups:
+                    group["lr"] = cosine_lr(step, total, warmup, params.lr)
+                pixel_values = random_shift(train.pixel_values[index], params.shift, generator)  # (B, 3, S, S)
+                out = model(pixel_values, input_ids[index])
+                loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    model.logit_scale.clamp_(0, math.log(100))
+                epoch_losses.append(loss.item())
+                step += 1
+                bar.update(params.batch_size)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            losses.append(float(np.mean(epoch_losses)))
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def encode_images(model: open_clip.CLIP, pixel_values: Tensor, batch_size: int = 256) -> Tensor:
+    return torch.cat([model.encode_image(pixel_values[i:i + batch_size], normalize=True)
+                      for i in range(0, len(pixel_values), batch_size)])  # (N, D)
+
+
+@torch.no_grad()
+def class_embeddings(model: open_clip.CLIP, tokenizer, prompts: list[list[str]]) -> Tensor:
+    """One normalised text embedding per class: the mean over its prompts (prompt ensembling)."""
+    rows = [model.encode_text(tokenizer(texts), normalize=True).mean(0) for texts in prompts]
+    return torch.nn.functional.normalize(torch.stack(rows), dim=-1)  # (C, D)
+
+
+def zero_shot_accuracy(image_features: Tensor, classes: Tensor, labels: list[int]) -> float:
+    predictions = (image_features @ classes.T).argmax(-1)  # (N,)
+    return float((predictions == torch.tensor(labels)).float().mean())
+
+
+def probe_accuracy(train_features: Tensor, train_labels: list[int], test_features: Tensor,
+                   test_labels: list[int]) -> float:
+    probe = LogisticRegression(max_iter=2000, C=10.0)
+    probe.fit(train_features.numpy(), train_labels)
+    return float(probe.score(test_features.numpy(), test_labels))
+
+
+def evaluate(model: open_clip.CLIP, tokenizer, train: CorpusSplit, heldout: CorpusSplit,
+             probe_pairs: int) -> dict[str, float]:
+    """Zero-shot object and colour accuracy, and a linear probe for the object, on the heldout pairs."""
+    features = encode_images(model, heldout.pixel_values)
+    objects = class_embeddings(model, tokenizer, [[p.format(obj=o) for p in OBJECT_PROMPTS] for o in OBJECTS])
+    colors = class_embeddings(model, tokenizer, [[p.format(color=c, obj=o) for p in COLOR_PROMPTS for o in OBJECTS]
+                                                 for c in COLORS])
+    train_features = encode_images(model, train.pixel_values[:probe_pairs])
+    return {
+        "zero_shot_object_accuracy": zero_shot_accuracy(features, objects, heldout.objects),
+        "zero_shot_color_accuracy": zero_shot_accuracy(features, colors, heldout.colors),
+        "probe_object_accuracy": probe_accuracy(train_features, train.objects[:probe_pairs], features, heldout.objects),
+    }
+
+
+def save_checkpoint(model: open_clip.CLIP, path: Path) -> Path:
+    """The state dict as safetensors: `create_model_and_transforms(name, pretrained=path)` loads it."""
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(path))
+    return path
+
+
+def pretrain_model(name: str, corpus_dir: Path, out_dir: Path, params: PretrainParams) -> dict:
+    """Build `name` from its tiny config, train it on the corpus, save it, and measure it."""
+    register_tiny_configs()
+    torch.manual_seed(params.seed)
+    model, _, preprocess = open_clip.create_model_and_transforms(name, output_dict=True)
+    tokenizer = open_clip.get_tokenizer(name)
+    pairs = read_pairs(corpus_dir)
+    train, heldout = (load_split(corpus_dir, pairs, split, preprocess) for split in ("train", "heldout"))
+    started = time.perf_counter()
+    losses = train_clip(model, tokenizer, train, params, desc=name)
+    seconds = time.perf_counter() - started
+    save_checkpoint(model, Path(out_dir) / f"{name}.safetensors")
+    metrics = evaluate(model, tokenizer, train, heldout, params.probe_pairs)
+    return {**metrics, "train_seconds": round(seconds, 1), "epoch_losses": [round(x, 4) for x in losses],
+            "train_pairs": len(train.texts), "heldout_pairs": len(heldout.texts)}
+
+
+def pretrain(corpus_dir: Path, out_dir: Path, params: PretrainParams) -> dict:
+    """Every model of `params.models`; writes `<out>/<name>.safetensors` and `<out>/metrics.json`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not params.enabled:
+        metrics = {"skipped": True, "reason": "pretrain.enabled is false (published weights are used)"}
+    else:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(params.threads)
+        try:
+            metrics = {name: pretrain_model(name, corpus_dir, out_dir, params) for name in params.models}
+        finally:
+            torch.set_num_threads(threads)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics
