@@ -417,7 +417,7 @@ def test_text_model_contract_and_padding_invariance(name):
     items = text_items(4, seed=3) + [{"id": 9, "text": "", "label": 0}]  # an empty text still gets [CLS]
     model = cls.build(config, BuildContext(train_texts=tuple(item["text"] for item in items))).eval()
     batch = model.collate(items)
-    assert set(batch) == {"input_ids", "attention_mask", "labels"}
+    assert set(batch) == {"input_ids", "attention_mask", "labels", "ids"}
     assert batch["labels"].dtype == torch.float32 and batch["labels"].shape == (5,)
     with torch.no_grad():
         together = model(batch)
