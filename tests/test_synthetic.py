@@ -132,6 +132,7 @@ def test_pretrain_corpus_format(tmp_path):
         assert pair["object"] in S.OBJECTS and pair["color"] in S.COLORS and pair["object"] in pair["text"]
         with Image.open(tmp_path / pair["image"]) as image:
             assert image.size == (SMALL.image_size, SMALL.image_size)
+    assert not set(S.FILLER) & set(S.OBJECTS)  # the overlaid filler text never names an object
     memes = {m.meme.text for split in S.sample_memes(SMALL).values() for m in split}
     assert not memes & {pair["text"] for pair in lines}  # descriptions, not meme captions
 

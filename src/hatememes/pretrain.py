@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,41 +96,50 @@ def cosine_lr(step: int, total: int, warmup: int, lr: float) -> float:
     return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def make_optimizer(model: open_clip.CLIP, params: PretrainParams) -> torch.optim.AdamW:
+    """AdamW with weight decay on weight matrices only (not on embeddings, norms, biases, the temperature)."""
+    decays = {n: p.ndim >= 2 and "embedding" not in n for n, p in model.named_parameters()}
+    groups = [{"params": [p for n, p in model.named_parameters() if decays[n] == decay],
+               "weight_decay": params.weight_decay if decay else 0.0} for decay in (True, False)]
+    return torch.optim.AdamW(groups, lr=params.lr)
+
+
+def clip_step(model: open_clip.CLIP, loss_fn: open_clip.ClipLoss, optimizer: torch.optim.Optimizer,
+              pixel_values: Tensor, input_ids: Tensor) -> float:
+    out = model(pixel_values, input_ids)  # image_features (B, D), text_features (B, D), logit_scale ()
+    loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))  # as CLIP: the temperature stays above 1/100
+    return loss.item()
+
+
 def train_clip(model: open_clip.CLIP, tokenizer, train: CorpusSplit, params: PretrainParams,
                desc: str = "pretrain") -> list[float]:
     """Contrastive training with open_clip's ClipLoss, AdamW and a cosine schedule; returns the epoch losses."""
     generator = torch.Generator().manual_seed(params.seed)
     input_ids = tokenizer(train.texts)  # (N, L)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": params.weight_decay},
-                                   {"params": rest, "weight_decay": 0.0}], lr=params.lr)
-    loss_fn = open_clip.ClipLoss()
-    steps_per_epoch = len(train.texts) // params.batch_size
+    optimizer, loss_fn = make_optimizer(model, params), open_clip.ClipLoss()
+    batch_size = min(params.batch_size, len(train.texts))
+    steps_per_epoch = len(train.texts) // batch_size
     total = steps_per_epoch * params.epochs
     warmup = max(1, round(total * params.warmup_fraction))
-    losses, step = [], 0
+    losses = []
     model.train()
-    with tqdm(total=total * params.batch_size, desc=desc, unit="pair", unit_scale=True) as bar:
-        for _ in range(params.epochs):
+    with tqdm(total=total * batch_size, desc=desc, unit="pair", unit_scale=True) as bar:
+        for epoch in range(params.epochs):
             order = torch.randperm(len(train.texts), generator=generator)
             epoch_losses = []
-            for start in range(0, steps_per_epoch * params.batch_size, params.batch_size):
-                index = order[start:start + params.batch_size]
+            for step in range(steps_per_epoch):
+                index = order[step * batch_size:(step + 1) * batch_size]
                 for group in optimizer.param_groups:
-                    group["lr"] = cosine_lr(step, total, warmup, params.lr)
+                    group["lr"] = cosine_lr(epoch * steps_per_epoch + step, total, warmup, params.lr)
                 pixel_values = random_shift(train.pixel_values[index], params.shift, generator)  # (B, 3, S, S)
-                out = model(pixel_values, input_ids[index])
-                loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    model.logit_scale.clamp_(0, math.log(100))
-                epoch_losses.append(loss.item())
-                step += 1
-                bar.update(params.batch_size)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                epoch_losses.append(clip_step(model, loss_fn, optimizer, pixel_values, input_ids[index]))
+                bar.update(batch_size)
+                bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}")
             losses.append(float(np.mean(epoch_losses)))
     model.eval()
     return losses
@@ -174,6 +185,17 @@ def evaluate(model: open_clip.CLIP, tokenizer, train: CorpusSplit, heldout: Corp
     }
 
 
+@contextmanager
+def cpu_threads(count: int) -> Iterator[None]:
+    """Run with `count` torch CPU threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def save_checkpoint(model: open_clip.CLIP, path: Path) -> Path:
     """The state dict as safetensors: `create_model_and_transforms(name, pretrained=path)` loads it."""
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
@@ -205,11 +227,7 @@ def pretrain(corpus_dir: Path, out_dir: Path, params: PretrainParams) -> dict:
     if not params.enabled:
         metrics = {"skipped": True, "reason": "pretrain.enabled is false (published weights are used)"}
     else:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(params.threads)
-        try:
+        with cpu_threads(params.threads):
             metrics = {name: pretrain_model(name, corpus_dir, out_dir, params) for name in params.models}
-        finally:
-            torch.set_num_threads(threads)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return metrics

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ OBJECTS = ("circle", "square", "triangle", "star", "cross", "heart", "diamond", 
 COLORS = {"red": (215, 35, 35), "green": (35, 165, 60), "blue": (40, 85, 225),
           "yellow": (240, 205, 25), "purple": (145, 55, 195), "orange": (245, 130, 15)}
 BACKGROUNDS = {"white": (238, 238, 232), "grey": (125, 125, 125), "black": (28, 28, 30)}
-SIZES = {"small": (0.42, 0.55), "large": (0.62, 0.80)}  # object radius, as a fraction of half the scene side
+SIZES = {"small": (0.50, 0.62), "large": (0.70, 0.85)}  # object radius, as a fraction of half the scene side
 POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 HATEFUL_OFFSETS = (1, 3, 6)  # hateful iff (text concept - image concept) mod K in here: 3/8 = 37.5% hateful
 SEEN_STYLES = ("plain", "gradient", "stripes")
@@ -49,11 +49,19 @@ UNSEEN_TEMPLATES = (
     "how it started vs how it is going: the {obj}", "if you see a {obj}, say hi",
     "the {obj} really thought it could", "a day in the life of a {obj}",
 )
-DESCRIPTIONS = (  # the corpus's "web" captions; most name the object first or early
-    "a {size} {color} {obj} {where} on {background}", "a {color} {obj}", "a photo of a {obj}",
-    "{obj}, {color}, {size}, {where}", "a {obj} in {color} on a {background} background",
-    "{obj} {where}", "a picture of a {size} {obj}", "the {color} {obj} is {where}",
+DESCRIPTIONS = (  # the corpus's "web" captions: every one names the object, most name it first
+    "a photo of a {obj}", "a {obj}", "{obj}", "a {color} {obj}", "a {size} {color} {obj} {where} on {background}",
+    "{obj}, {color}, {size}, {where}", "a {obj} in {color} on a {background} background", "{obj} {where}",
+    "a picture of a {size} {obj}", "the {color} {obj} is {where}",
 )
+FILLER = tuple("""lol me monday morning coffee friends weekend work again why every time really so true mood same this
+    is fine when you my face us the a an and or but if then what who how where here there now today tonight tomorrow
+    yesterday always never maybe just still even only very too much many more most some any all no not yes ok wow
+    omg guys people mom dad kids family school boss office party dinner food pizza cat dog car phone game movie
+    song music love hate like want need know think feel look see say said go going went come came get got make
+    made take took give big little good bad best worst new old hot cold happy sad funny real fake first last
+    next again finally literally actually basically seriously honestly""".split())
+BANDED_FRACTION = 0.5  # corpus images with a band of filler text, like captioned images on the web
 SUPERSAMPLE = 2
 BAND_FRACTION = 0.28  # the caption band's share of the meme height
 
@@ -337,21 +345,29 @@ def generate_memes(out_dir: Path, config: SyntheticConfig) -> dict:
 
 
 def describe(rng: np.random.Generator, scene: Scene) -> str:
+    """A plain description, 40% of the time with everyday words around it, as web alt-text often has."""
     where = {"center": "in the center", "top": "at the top", "bottom": "at the bottom", "left": "on the left",
              "right": "on the right"}.get(scene.position, f"in the {scene.position}")
     template = DESCRIPTIONS[int(rng.integers(len(DESCRIPTIONS)))]
-    return template.format(obj=OBJECTS[scene.obj], color=scene.color, size=scene.size, where=where,
+    text = template.format(obj=OBJECTS[scene.obj], color=scene.color, size=scene.size, where=where,
                            background=scene.background)
+    if rng.random() < 0.4:
+        filler = " ".join(rng.choice(FILLER, size=int(rng.integers(1, 6))))
+        text = f"{filler} {text}" if rng.random() < 0.5 else f"{text} {filler}"
+    return text
 
 
-def sample_corpus(config: SyntheticConfig) -> list[tuple[Scene, str, str]]:
-    """(scene, description, split) for every corpus pair; a seed stream disjoint from the memes'."""
+def sample_corpus(config: SyntheticConfig) -> list[tuple[Scene, str, str, str]]:
+    """(scene, description, overlay text or "", split) for every corpus pair; a seed stream disjoint from the
+    memes'. Half the images carry a band of filler words (never a vocabulary word), as captioned web images
+    and memes do, so that the backbones learn to look past it."""
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     heldout = round(config.pretrain_pairs * config.heldout_fraction)
     pairs = []
     for n in range(config.pretrain_pairs):
         scene = sample_scene(rng, int(rng.integers(len(OBJECTS))), SEEN_STYLES + UNSEEN_STYLES)
-        pairs.append((scene, describe(rng, scene), "heldout" if n < heldout else "train"))
+        overlay = " ".join(rng.choice(FILLER, size=int(rng.integers(3, 8)))) if rng.random() < BANDED_FRACTION else ""
+        pairs.append((scene, describe(rng, scene), overlay, "heldout" if n < heldout else "train"))
     return pairs
 
 
@@ -360,9 +376,11 @@ def generate_pretrain_corpus(out_dir: Path, config: SyntheticConfig) -> dict:
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     lines, counts = [], defaultdict(int)
-    for n, (scene, text, split) in enumerate(sample_corpus(config), start=1):
+    for n, (scene, text, overlay, split) in enumerate(sample_corpus(config), start=1):
         image = f"images/{n:06d}.png"
-        save_png(render_scene(replace(scene, band="none"), config.image_size, config.image_size), out_dir / image)
+        size = config.image_size
+        picture = render_meme(scene, overlay, size) if overlay else render_scene(scene, size, size)
+        save_png(picture, out_dir / image)
         lines.append(json.dumps({"image": image, "text": text, "object": OBJECTS[scene.obj],
                                  "color": scene.color, "split": split}))
         counts[split] += 1
