@@ -1,0 +1,276 @@
+"""LLaVA-1.5 as a hateful-meme classifier: zero-shot, and LoRA/QLoRA-tuned on the language model.
+
+Follows LLaVA-1.5 (Liu et al. 2023, "Improved Baselines with Visual Instruction Tuning") for the model and
+its prompt format, and LMM-RGCL (Mei et al. 2025, "Robust Adaptation of Large Multimodal Models for
+Retrieval Augmented Hateful Meme Detection") for the classifier: ask the model whether the meme is hateful
+and score it with the answer token,
+
+    P(hateful) = softmax(logits[Yes], logits[No])[Yes] = sigmoid(logit_yes - logit_no)
+
+at the last prompt position. `yes_no_logits` computes `logit_yes - logit_no` and is the one scoring function
+of both classes here: `LlavaZeroShot` (no training) and `LlavaLoRA` (LoRA, Hu et al. 2022; QLoRA, Dettmers et
+al. 2023, when `quantization: "4bit"`). `LlavaLoRA.forward` returns that log-odds as its logits, so the shared
+BCE training loop trains it, and since
+
+    BCE(sigmoid(l_yes - l_no), y) = -log softmax([l_yes, l_no])[y == 1 ? Yes : No]
+
+its loss is exactly the cross-entropy of the answer token restricted to {Yes, No} (tests/test_llava.py).
+The base is any LLaVA checkpoint name or folder: `llava-hf/llava-1.5-7b-hf` in the full profile, the tiny
+base that `hatememes.models.llava_tiny.build_tiny_base` pretrains in the demo.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from torch import nn
+from transformers import (
+    BitsAndBytesConfig,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+)
+
+DEFAULT_PROMPT = (
+    'USER: <image>\nThis is an image with: "{text}" written on it. Is it hateful? Answer yes or no. ASSISTANT:'
+)
+ANSWER_PREFIX = "ASSISTANT:"  # the answer token is what the tokenizer makes of " Yes" / " No" after this
+# LoRA on the language model's attention and MLP projections only: a plain list of names would also match
+# the q/k/v projections of the CLIP vision tower.
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+CONFIG_FILE = "llava_classifier.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class LlavaZeroShotConfig:
+    base: str = "llava-hf/llava-1.5-7b-hf"  # hub name or local folder of a LLaVA checkpoint (+ its processor)
+    prompt: str = DEFAULT_PROMPT  # must hold "<image>" and "{text}" and end where the answer starts
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    batch_size: int = 8  # for predict_proba
+
+
+@dataclass(frozen=True)
+class LlavaLoRAConfig:
+    base: str = "llava-hf/llava-1.5-7b-hf"
+    prompt: str = DEFAULT_PROMPT
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    quantization: Literal["none", "4bit"] = "none"  # "4bit": QLoRA (bitsandbytes nf4), needs CUDA
+    gradient_checkpointing: bool = False
+
+
+def llava_15_7b_config() -> LlavaConfig:
+    """The architecture of llava-hf/llava-1.5-7b-hf (CLIP ViT-L/14-336 + Vicuna/Llama-2-7B), no weights."""
+    vision = CLIPVisionConfig(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+        image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu",
+    )
+    text = LlamaConfig(
+        hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=32, vocab_size=32064, max_position_embeddings=4096, rms_norm_eps=1e-5,
+    )
+    return LlavaConfig(
+        vision_config=vision, text_config=text, image_token_index=32000, image_seq_length=576,
+        vision_feature_layer=-2, vision_feature_select_strategy="default",
+    )
+
+
+def answer_token_ids(tokenizer, answers: tuple[str, str] = ("Yes", "No")) -> tuple[int, int]:
+    """The ids of the tokens " Yes" and " No" become right after "ASSISTANT:" (e.g. "▁Yes" for Llama)."""
+    prefix = tokenizer(ANSWER_PREFIX, add_special_tokens=False)["input_ids"]
+    ids = []
+    for answer in answers:
+        full = tokenizer(f"{ANSWER_PREFIX} {answer}", add_special_tokens=False)["input_ids"]
+        pieces = tokenizer.convert_ids_to_tokens(full[len(prefix) :])
+        if full[: len(prefix)] != prefix or len(full) != len(prefix) + 1:
+            raise ValueError(f"answer {answer!r} after {ANSWER_PREFIX!r} is not one token: {pieces}")
+        if full[-1] == tokenizer.unk_token_id:
+            raise ValueError(f"answer {answer!r} after {ANSWER_PREFIX!r} is the unknown token {pieces}")
+        ids.append(full[-1])
+    return ids[0], ids[1]
+
+
+def check_quantization(quantization: str) -> None:
+    if quantization == "none":
+        return
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"quantization {quantization!r} (QLoRA) needs a CUDA GPU; set quantization: none on CPU")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError(f"quantization {quantization!r} (QLoRA) needs bitsandbytes: pip install bitsandbytes")
+
+
+def load_base(base: str, dtype: str, quantization: str = "none") -> LlavaForConditionalGeneration:
+    """The LLaVA model in `dtype`, or with its language model in 4-bit nf4 (vision tower and projector kept)."""
+    check_quantization(quantization)
+    if quantization == "none":
+        return LlavaForConditionalGeneration.from_pretrained(base, dtype=DTYPES[dtype])
+    from accelerate import PartialState
+
+    quantization_config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        llm_int8_skip_modules=["vision_tower", "multi_modal_projector", "lm_head"],
+    )
+    device_map = {"": PartialState().device}
+    return LlavaForConditionalGeneration.from_pretrained(
+        base, dtype=torch.bfloat16, quantization_config=quantization_config, device_map=device_map
+    )
+
+
+def load_processor(path: str | Path) -> LlavaProcessor:
+    """The checkpoint's processor with PIL image preprocessing, as LLaVA-1.5 was trained (and fast on CPU)."""
+    return LlavaProcessor.from_pretrained(path, backend="pil")
+
+
+def add_lora(model: LlavaForConditionalGeneration, config: LlavaLoRAConfig) -> PeftModel:
+    """Freeze the base and add LoRA adapters to the language model's projections."""
+    checkpointing = {"use_reentrant": False}
+    if config.quantization != "none":
+        model = prepare_model_for_kbit_training(
+            model, config.gradient_checkpointing, gradient_checkpointing_kwargs=checkpointing
+        )
+    elif config.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing)
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=LORA_TARGETS,
+        bias="none",
+    )
+    return get_peft_model(model, lora)
+
+
+def yes_no_logits(model: nn.Module, batch: dict, answer_ids: tuple[int, int]) -> torch.Tensor:
+    """logit(P(Yes)) = logit_yes - logit_no at the last position, (B,); the one scoring function."""
+    outputs = model(
+        input_ids=batch["input_ids"],  # (B, T), left-padded so that the last position is the answer's
+        attention_mask=batch["attention_mask"],  # (B, T)
+        pixel_values=batch["pixel_values"],  # (B, 3, H, W)
+        logits_to_keep=1,
+    )
+    logits = outputs.logits[:, -1].float()  # (B, V)
+    return logits[:, answer_ids[0]] - logits[:, answer_ids[1]]  # (B,)
+
+
+def collate_prompts(processor: LlavaProcessor, prompt: str, items: list[dict]) -> dict:
+    """Processor outputs for the prompted memes (one image each) plus "labels" (B,) float and "ids" (B,)."""
+    texts = [prompt.format(text=item["text"]) for item in items]
+    batch = dict(processor(images=[item["image"] for item in items], text=texts, padding=True, return_tensors="pt"))
+    batch["labels"] = torch.tensor([float(item["label"]) for item in items])  # (B,), -1 when unknown
+    batch["ids"] = torch.tensor([int(item["id"]) for item in items])  # (B,)
+    return batch
+
+
+def write_config(directory: Path, config, **extra) -> None:
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    record = {**asdict(config), **extra}
+    (Path(directory) / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def read_config(directory: Path, cls: type):
+    record = json.loads((Path(directory) / CONFIG_FILE).read_text(encoding="utf-8"))
+    return cls(**{key: value for key, value in record.items() if key in cls.__dataclass_fields__})
+
+
+class LlavaZeroShot:
+    """LLaVA answering the prompt as it is: P(Yes) with no training (a fitted-style classifier)."""
+
+    Config = LlavaZeroShotConfig
+    inputs = ("image",)
+
+    def __init__(self, config: LlavaZeroShotConfig, model: LlavaForConditionalGeneration, processor):
+        self.config, self.model, self.processor = config, model.eval(), processor
+        processor.tokenizer.padding_side = "left"  # the last position is every prompt's answer position
+        self.answer_ids = answer_token_ids(processor.tokenizer)
+        self.trained = False
+
+    @classmethod
+    def build(cls, config: LlavaZeroShotConfig, context=None) -> LlavaZeroShot:
+        from accelerate import PartialState
+
+        model = load_base(config.base, config.dtype).to(PartialState().device)
+        return cls(config, model, load_processor(config.base))
+
+    def fit(self, train: list[dict], dev: list[dict]) -> None:
+        self.trained = False  # zero-shot: the model answers as pretrained, nothing is fitted
+
+    @torch.no_grad()
+    def predict_proba(self, items: list[dict]) -> np.ndarray:
+        probs = []
+        for start in range(0, len(items), self.config.batch_size):
+            batch = collate_prompts(self.processor, self.config.prompt, items[start : start + self.config.batch_size])
+            batch = {key: value.to(self.model.device) for key, value in batch.items()}
+            probs.append(torch.sigmoid(yes_no_logits(self.model, batch, self.answer_ids)).cpu())
+        return torch.cat(probs).numpy() if probs else np.zeros(0)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """The config only (the base is named there); the weights are the base's own."""
+        write_config(directory, self.config, trained=self.trained)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> LlavaZeroShot:
+        config = read_config(directory, LlavaZeroShotConfig)
+        return cls.build(config)
+
+
+class LlavaLoRA(nn.Module):
+    """LLaVA with LoRA (or QLoRA) adapters on its language model; logits (B,) = logit_yes - logit_no."""
+
+    Config = LlavaLoRAConfig
+    inputs = ("image",)
+
+    def __init__(self, config: LlavaLoRAConfig, model: PeftModel, processor):
+        super().__init__()
+        self.config, self.model, self.processor = config, model, processor
+        processor.tokenizer.padding_side = "left"
+        self.answer_ids = answer_token_ids(processor.tokenizer)
+
+    @classmethod
+    def build(cls, config: LlavaLoRAConfig, context=None) -> LlavaLoRA:
+        model = add_lora(load_base(config.base, config.dtype, config.quantization), config)
+        return cls(config, model, load_processor(config.base))
+
+    def collate(self, items: list[dict]) -> dict:
+        return collate_prompts(self.processor, self.config.prompt, items)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return yes_no_logits(self.model, batch, self.answer_ids)  # (B,)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """adapter_config.json + adapter_model.safetensors (peft), the processor, and the config."""
+        self.model.save_pretrained(directory)
+        self.processor.save_pretrained(directory)
+        write_config(directory, self.config)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> LlavaLoRA:
+        """The adapters in `directory` on the base model its config names."""
+        config = read_config(directory, LlavaLoRAConfig)
+        base = load_base(config.base, config.dtype, config.quantization)
+        model = PeftModel.from_pretrained(base, directory, is_trainable=False)
+        return cls(config, model, load_processor(directory))
+
+
+def merge(adapter_dir: str | Path, out_dir: str | Path) -> Path:
+    """Merge the adapters of `adapter_dir` into a bf16 copy of their base; save it as a plain LLaVA model."""
+    config = read_config(adapter_dir, LlavaLoRAConfig)
+    base = load_base(config.base, "bfloat16")
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    merged.save_pretrained(out_dir)
+    load_processor(adapter_dir).save_pretrained(out_dir)
+    return Path(out_dir)

@@ -1,0 +1,270 @@
+"""The demo's tiny LLaVA base: built in code, then pretrained on the demo world's "web" corpus.
+
+LLaVA (Liu et al. 2023) starts from a CLIP vision tower and a Llama language model that were each pretrained,
+and aligns them in a first stage ("feature alignment") on image -> description pairs with the next-token loss
+on the description. The demo has no pretrained towers, so `build_tiny_base` builds them from configs
+(CLIP vision + Llama, hidden 64, 2 layers), trains a byte-level BPE tokenizer on the corpus descriptions and
+the prompts, and runs that stage with every parameter trainable:
+
+    USER: <image>\nDescribe the image. ASSISTANT: a small red star at the top left on grey</s>
+                                                  ^^^^^^^^^^^^^^^^^ loss on these tokens only
+
+It saves model + processor with `save_pretrained`, so the demo points `base:` at that folder exactly as the
+full profile points at `llava-hf/llava-1.5-7b-hf`. Corpus layout: `pairs.jsonl` lines
+{"image": "images/000001.png", "text": ..., "object": ..., "color": ..., "split": "train" | "heldout"}.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from hatememes.data.memes import load_rgb
+from hatememes.models.llava import DEFAULT_PROMPT, answer_token_ids
+
+DESCRIBE_PROMPT = "USER: <image>\nDescribe the image. ASSISTANT:"
+FRAME = 'USER: <image>\nThis is an image with: "{text}" written on it. {question} ASSISTANT:'  # DEFAULT_PROMPT's
+IMAGE_SHAPE = "What shape is in the image?"
+TEXT_SHAPE = "Which shape does the text name?"
+MATCH = "Does the text name the shape in the image? Answer yes or no."
+SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<image>")
+
+
+@dataclass(frozen=True)
+class TinyLlavaConfig:
+    image_size: int = 32
+    patch_size: int = 8  # (32 / 8)^2 = 16 image tokens
+    hidden_size: int = 64  # vision and text
+    num_layers: int = 2  # vision and text
+    num_heads: int = 4
+    vocab_size: int = 1024  # upper bound for the BPE tokenizer
+    vision_epochs: int = 12  # stage 0: the vision tower
+    vision_lr: float = 5.0e-3
+    epochs: int = 4  # stage 1: projector + language model
+    batch_size: int = 64
+    lr: float = 3.0e-3
+    seed: int = 0
+
+
+def read_pairs(corpus_dir: Path, split: str = "train") -> list[dict]:
+    with (Path(corpus_dir) / "pairs.jsonl").open(encoding="utf-8") as lines:
+        pairs = [json.loads(line) for line in lines if line.strip()]
+    return [pair for pair in pairs if pair["split"] == split]
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE on the corpus descriptions and prompts: any text encodes, corpus words are one token."""
+    questions = (IMAGE_SHAPE, TEXT_SHAPE, MATCH)
+    prompts = [DESCRIBE_PROMPT, DEFAULT_PROMPT.format(text="")] + [FRAME.format(text="", question=q) for q in questions]
+    answers = [f"{prompt} {answer}" for prompt in prompts for answer in ("Yes", "No")] * 10
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(list(texts) + answers, trainer)
+    bos = tokenizer.token_to_id("<s>")
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"},
+        padding_side="left",
+    )
+
+
+def build_processor(tokenizer: PreTrainedTokenizerFast, config: TinyLlavaConfig) -> LlavaProcessor:
+    size = config.image_size
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=config.patch_size,
+        vision_feature_select_strategy="default",  # drop CLS, as LLaVA-1.5
+        num_additional_image_tokens=1,  # the CLS token the tower adds
+    )
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, config: TinyLlavaConfig) -> LlavaForConditionalGeneration:
+    hidden, layers, heads = config.hidden_size, config.num_layers, config.num_heads
+    vision = CLIPVisionConfig(
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+    )
+    text = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    llava = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_seq_length=(config.image_size // config.patch_size) ** 2,
+        vision_feature_layer=-1,  # the last of 2 layers (LLaVA-1.5 takes the penultimate of 24)
+    )
+    return LlavaForConditionalGeneration(llava)
+
+
+def instruction_samples(pairs: list[dict], seed: int) -> list[tuple[int, str, str]]:
+    """(pair index, prompt, answer), two per pair. First the shape in its image, asked beside another
+    pair's description; then in turn its description, the shape that other description names, or whether
+    a description (its own, or another object's: half each) names the shape in its image."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def draw(n: int) -> int:
+        return int(torch.randint(n, (1,), generator=generator))
+
+    samples = []
+    for index, pair in enumerate(pairs):
+        other = pairs[draw(len(pairs))]
+        samples.append((index, FRAME.format(text=other["text"], question=IMAGE_SHAPE), pair["object"]))
+        if index % 3 == 0:
+            samples.append((index, DESCRIBE_PROMPT, pair["text"]))
+        elif index % 3 == 1:
+            samples.append((index, FRAME.format(text=other["text"], question=TEXT_SHAPE), other["object"]))
+        elif other["object"] != pair["object"] and draw(2):
+            samples.append((index, FRAME.format(text=other["text"], question=MATCH), "No"))
+        else:
+            samples.append((index, FRAME.format(text=pair["text"], question=MATCH), "Yes"))
+    return samples
+
+
+def encode_samples(tokenizer, samples: list[tuple[int, str, str]], image_tokens: int) -> list[tuple]:
+    """(pair index, input_ids, labels) with the image token expanded as the processor does; loss on the answer."""
+    encoded = []
+    for index, prompt, answer in samples:
+        prompt_ids = tokenizer(prompt.replace("<image>", "<image>" * image_tokens))["input_ids"]
+        answer_ids = tokenizer(f" {answer}</s>", add_special_tokens=False)["input_ids"]
+        encoded.append((index, prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids))
+    return encoded
+
+
+def concept_labels(pairs: list[dict]) -> torch.Tensor:
+    """(N, 2): each pair's object and colour as class indices."""
+    objects = sorted({pair["object"] for pair in pairs})
+    colors = sorted({pair["color"] for pair in pairs})
+    return torch.tensor([[objects.index(pair["object"]), colors.index(pair["color"])] for pair in pairs])
+
+
+def pad_left(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(row) for row in rows)
+    return torch.tensor([[value] * (width - len(row)) + row for row in rows])  # (B, T)
+
+
+def pretrain_vision(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor, labels: torch.Tensor,
+                    config: TinyLlavaConfig) -> list[float]:
+    """Stage 0, standing in for CLIP's own pretraining: the vision tower's mean patch feature (at the layer
+    LLaVA reads) classifies each image's object and colour, (N, 2) labels; returns the loss per epoch."""
+    tower = model.model.vision_tower
+    objects, colors = (int(count) + 1 for count in labels.max(0).values)
+    head = nn.Linear(tower.config.hidden_size, objects + colors)
+    parameters = list(tower.parameters()) + list(head.parameters())
+
+    def loss_fn(index: torch.Tensor) -> torch.Tensor:
+        hidden = tower(pixel_values[index], output_hidden_states=True).hidden_states[model.config.vision_feature_layer]
+        logits = head(hidden[:, 1:].mean(1))  # (B, objects + colours)
+        object_loss = F.cross_entropy(logits[:, :objects], labels[index, 0])
+        return object_loss + F.cross_entropy(logits[:, objects:], labels[index, 1])
+
+    return fit(parameters, loss_fn, len(labels), config.vision_epochs, config.vision_lr, config)
+
+
+def fit(parameters: list[nn.Parameter], loss_fn, n: int, epochs: int, lr: float, config: TinyLlavaConfig) -> list[float]:
+    """Minimise loss_fn(batch index) over n examples: AdamW, one-cycle schedule, clipping; loss per epoch."""
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)
+    steps = epochs * math.ceil(n / config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    epoch_losses = []
+    for _ in range(epochs):
+        total = 0.0
+        for index in torch.randperm(n, generator=generator).split(config.batch_size):
+            loss = loss_fn(index)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            total += loss.item() * len(index)
+        epoch_losses.append(total / n)
+    return epoch_losses
+
+
+def pretrain(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor, encoded: list[tuple],
+             config: TinyLlavaConfig, pad_id: int) -> list[float]:
+    """Stage 1 (alignment): next-token loss on the answers, training the projector and the language model
+    (the vision tower frozen, as in LLaVA); returns the loss per epoch."""
+    model.model.vision_tower.requires_grad_(False)
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+
+    def loss_fn(index: torch.Tensor) -> torch.Tensor:
+        rows = [encoded[i] for i in index]
+        input_ids = pad_left([row[1] for row in rows], pad_id)  # (B, T)
+        return model(
+            input_ids=input_ids,
+            attention_mask=(input_ids != pad_id).long(),
+            pixel_values=pixel_values[[row[0] for row in rows]],  # (B, 3, H, W)
+            labels=pad_left([row[2] for row in rows], -100),
+        ).loss
+
+    return fit(parameters, loss_fn, len(encoded), config.epochs, config.lr, config)
+
+
+def build_tiny_base(corpus_dir: str | Path, out_dir: str | Path, config: TinyLlavaConfig) -> Path:
+    """Build, pretrain (feature alignment) and save the tiny LLaVA base; writes `pretrain_log.json` beside it."""
+    start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    pairs = read_pairs(corpus_dir, "train")
+    tokenizer = train_tokenizer([pair["text"] for pair in pairs], config.vocab_size)
+    answer_token_ids(tokenizer)  # fail early if Yes/No are not single tokens
+    processor = build_processor(tokenizer, config)
+    model = build_model(tokenizer, config)
+    images = [load_rgb(Path(corpus_dir) / pair["image"]) for pair in pairs]
+    pixel_values = processor.image_processor(images, return_tensors="pt")["pixel_values"]  # (N, 3, H, W)
+    samples = instruction_samples(pairs, config.seed)
+    encoded = encode_samples(tokenizer, samples, model.config.image_seq_length)
+    model.train()
+    vision_losses = pretrain_vision(model, pixel_values, concept_labels(pairs), config)
+    losses = pretrain(model, pixel_values, encoded, config, tokenizer.pad_token_id)
+    model.requires_grad_(True)
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    log = {"config": asdict(config), "pairs": len(pairs), "vision_epoch_loss": vision_losses, "epoch_loss": losses, "seconds": time.perf_counter() - start}
+    (out_dir / "pretrain_log.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
+    return out_dir

@@ -1,0 +1,295 @@
+"""LLaVA zero-shot and LoRA classifiers on a tiny base pretrained here on a tiny corpus of PIL shapes."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from sklearn.metrics import roc_auc_score
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlavaForConditionalGeneration, PreTrainedTokenizerFast
+
+from hatememes.models import llava
+from hatememes.models.llava import (
+    LlavaLoRA,
+    LlavaLoRAConfig,
+    LlavaZeroShot,
+    LlavaZeroShotConfig,
+    add_lora,
+    answer_token_ids,
+    llava_15_7b_config,
+    load_processor,
+    merge,
+    yes_no_logits,
+)
+from hatememes.models.llava_tiny import TinyLlavaConfig, build_tiny_base
+
+COLORS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 80, 230), "yellow": (240, 210, 20)}
+NAMES = list(COLORS)
+TINY = TinyLlavaConfig(hidden_size=32, num_heads=2, vision_epochs=1, epochs=2, batch_size=16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Two torch threads on a shared 2-core machine run these tiny models many times slower than one."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def scene(rnd: random.Random, color: str) -> tuple[Image.Image, str]:
+    image = Image.new("RGB", (32, 32), tuple(rnd.randint(100, 160) for _ in range(3)))
+    x, y, r = rnd.randint(2, 14), rnd.randint(2, 14), rnd.randint(10, 16)
+    shape = rnd.choice(("square", "circle"))
+    draw = ImageDraw.Draw(image)
+    (draw.rectangle if shape == "square" else draw.ellipse)([x, y, x + r, y + r], fill=COLORS[color])
+    return image, shape
+
+
+def write_corpus(root, n: int, seed: int = 0):
+    """The generator's corpus format: pairs.jsonl + images/; the object named is the colour drawn."""
+    rnd = random.Random(seed)
+    (root / "images").mkdir(parents=True)
+    lines = []
+    for k in range(n):
+        color = rnd.choice(NAMES)
+        image, shape = scene(rnd, color)
+        image.save(root / f"images/{k:06d}.png")
+        record = {"image": f"images/{k:06d}.png", "text": f"a {color} {shape}", "object": color, "color": color,
+                  "split": "train" if k >= n // 10 else "heldout"}
+        lines.append(json.dumps(record))
+    (root / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def memes(n: int, seed: int) -> list[dict]:
+    """Hateful iff (text colour - image colour) mod 4 in {1, 2}: neither modality alone predicts it."""
+    rnd = random.Random(seed)
+    items = []
+    for k in range(n):
+        t, i = rnd.randrange(4), rnd.randrange(4)
+        image, _ = scene(rnd, NAMES[i])
+        text = f"when the {NAMES[t]} one arrives" if k % 2 else f"look at this {NAMES[t]} thing, so nice"
+        items.append({"id": k, "image": image, "text": text, "label": int((t - i) % 4 in (1, 2))})
+    return items
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    corpus = write_corpus(tmp_path_factory.mktemp("corpus"), 120)
+    return build_tiny_base(corpus, tmp_path_factory.mktemp("base"), TINY)
+
+
+def lora(base, **overrides) -> LlavaLoRA:
+    torch.manual_seed(0)
+    return LlavaLoRA.build(LlavaLoRAConfig(base=str(base), dtype="float32", lora_dropout=0.0, **overrides))
+
+
+def perturb_adapters(model: LlavaLoRA) -> None:
+    """LoRA starts as the identity (B = 0); give B values so the adapters change the scores."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.2)
+
+
+def test_tiny_base_loads_as_a_llava_checkpoint(base):
+    model = LlavaForConditionalGeneration.from_pretrained(base)
+    log = json.loads((base / "pretrain_log.json").read_text())
+    assert model.config.text_config.hidden_size == TINY.hidden_size
+    assert log["epoch_loss"][-1] < log["epoch_loss"][0]  # the alignment stage learns
+    assert load_processor(base).tokenizer.image_token == "<image>"
+
+
+def test_prompt_holds_one_image_expansion(base):
+    model = LlavaForConditionalGeneration.from_pretrained(base)
+    processor = load_processor(base)
+    batch = llava.collate_prompts(processor, llava.DEFAULT_PROMPT, memes(3, 0))
+    patches = (TINY.image_size // TINY.patch_size) ** 2  # CLS dropped: vision_feature_select_strategy "default"
+    is_image = batch["input_ids"] == model.config.image_token_id  # (B, T)
+    assert is_image.sum(1).tolist() == [patches] * 3 == [model.config.image_seq_length] * 3
+    for row in is_image:  # one contiguous run of image tokens per prompt
+        positions = row.nonzero().flatten()
+        assert (positions.diff() == 1).all()
+    assert batch["ids"].tolist() == [0, 1, 2]
+
+
+def test_answer_ids_come_from_the_tokenizer(base):
+    tokenizer = load_processor(base).tokenizer
+    yes, no = answer_token_ids(tokenizer)
+    assert tokenizer.convert_ids_to_tokens([yes, no]) == ["ĠYes", "ĠNo"]  # byte-level BPE: the space is in
+
+
+def word_tokenizer(vocab: list[str], split: str | None = None) -> PreTrainedTokenizerFast:
+    """Llama-style: a sentencepiece-like metaspace pre-tokenizer ("▁Yes"); `split` cuts words further."""
+    tokenizer = Tokenizer(models.WordLevel({word: i for i, word in enumerate(vocab)}, unk_token="<unk>"))
+    steps = [pre_tokenizers.Metaspace()] + ([pre_tokenizers.Split(split, "isolated")] if split else [])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(steps)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>")
+
+
+def test_answer_ids_llama_style_and_clear_failures():
+    assert answer_token_ids(word_tokenizer(["<unk>", "▁ASSISTANT:", "▁Yes", "▁No"])) == (2, 3)
+    with pytest.raises(ValueError, match="'Yes' after 'ASSISTANT:' is not one token: \\['▁Y', 'es'\\]"):
+        answer_token_ids(word_tokenizer(["<unk>", "▁ASSISTANT:", "▁Y", "es", "▁No"], split="es"))
+    with pytest.raises(ValueError, match="'No' .* unknown token"):
+        answer_token_ids(word_tokenizer(["<unk>", "▁ASSISTANT:", "▁Yes"]))
+
+
+def full_forward_probs(model: LlavaLoRA | LlavaZeroShot, items: list[dict]) -> torch.Tensor:
+    """Reference: each meme alone (no padding), every position's logits, softmax over [Yes, No] at the end."""
+    probs = []
+    for item in items:
+        batch = llava.collate_prompts(model.processor, model.config.prompt, [item])
+        logits = model.model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"]).logits  # (1, T, V)
+        probs.append(logits[0, -1, list(model.answer_ids)].softmax(-1)[0])
+    return torch.stack(probs)
+
+
+def test_score_is_p_yes_at_the_last_position_with_left_padding(base):
+    model = lora(base)
+    perturb_adapters(model)
+    model.eval()
+    items = memes(4, 1)  # two caption lengths: the shorter ones are left-padded in the batch
+    batch = model.collate(items)
+    assert (batch["attention_mask"][:, 0] == 0).any() and (batch["attention_mask"][:, -1] == 1).all()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.sigmoid(model(batch)), full_forward_probs(model, items), atol=1e-5, rtol=0)
+
+
+def test_bce_on_the_logits_is_cross_entropy_of_the_answer_restricted_to_yes_no(base):
+    model = lora(base)
+    perturb_adapters(model)
+    batch = model.collate(memes(6, 2))
+    outputs = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                          pixel_values=batch["pixel_values"])
+    answer_logits = outputs.logits[:, -1, list(model.answer_ids)]  # (B, 2): [Yes, No]
+    targets = (1 - batch["labels"]).long()  # hateful -> "Yes" (index 0)
+    bce = F.binary_cross_entropy_with_logits(model(batch), batch["labels"])
+    torch.testing.assert_close(bce, F.cross_entropy(answer_logits, targets), atol=1e-5, rtol=0)
+
+
+def test_zero_shot_and_lora_score_with_the_same_function(base, monkeypatch):
+    calls = []
+
+    def spy(model, batch, answer_ids):
+        calls.append(type(model).__name__)
+        return yes_no_logits(model, batch, answer_ids)
+
+    monkeypatch.setattr(llava, "yes_no_logits", spy)
+    items = memes(5, 3)
+    zero_shot = LlavaZeroShot.build(LlavaZeroShotConfig(base=str(base), dtype="float32", batch_size=2))
+    model = lora(base).eval()  # fresh adapters are the identity: the same model as the base
+    with torch.no_grad():
+        lora_probs = torch.sigmoid(model(model.collate(items))).numpy()
+    np.testing.assert_allclose(zero_shot.predict_proba(items), lora_probs, atol=1e-6)
+    assert calls == ["PeftModel"] + ["LlavaForConditionalGeneration"] * 3  # LoRA: 1 batch; zero-shot: 3
+
+
+def test_lora_adapts_only_the_language_model(base):
+    model = lora(base)
+    trainable = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+    assert trainable and all(".language_model." in name and ".lora_" in name for name in trainable)
+    adapted = {name.split(".lora_")[0].rsplit(".", 1)[1] for name in trainable}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert not any("vision_tower" in name or "multi_modal_projector" in name for name in trainable)
+    assert any("vision_tower" in name and "q_proj" in name for name, _ in model.named_parameters())
+
+
+def test_lora_trains_under_two_percent_of_a_7b_llava():
+    with torch.device("meta"):  # the real shapes, nothing allocated
+        model = add_lora(LlavaForConditionalGeneration(llava_15_7b_config()), LlavaLoRAConfig(lora_r=16))
+    total = sum(parameter.numel() for parameter in model.parameters())
+    trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+    per_layer = 16 * (4 * (4096 + 4096) + 3 * (4096 + 11008))  # r * (in + out) for q, k, v, o, gate, up, down
+    assert trainable == 32 * per_layer
+    assert 7.0e9 < total - trainable < 7.1e9  # llava-1.5-7b: 7.06 B
+    assert trainable / total < 0.02  # 0.57 %
+
+
+def test_adapter_save_and_reload_give_identical_probabilities(base, tmp_path):
+    model = lora(base)
+    perturb_adapters(model)
+    model.eval()
+    items = memes(4, 4)
+    model.save_pretrained(tmp_path)
+    assert {"adapter_config.json", "adapter_model.safetensors", "llava_classifier.json",
+            "processor_config.json"} <= {path.name for path in tmp_path.iterdir()}
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base)
+    reloaded = LlavaLoRA.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(model(model.collate(items)), reloaded(reloaded.collate(items)))
+
+
+def test_merge_bakes_the_adapters_into_a_bf16_base(base, tmp_path):
+    model = lora(base)
+    perturb_adapters(model)
+    model.eval()
+    model.save_pretrained(tmp_path / "adapter")
+    merged_dir = merge(tmp_path / "adapter", tmp_path / "merged")
+    merged = LlavaForConditionalGeneration.from_pretrained(merged_dir)
+    assert merged.dtype == torch.bfloat16
+    batch = model.collate(memes(4, 5))
+    with torch.no_grad():
+        expected = model(batch)
+        got = yes_no_logits(merged.float(), batch, model.answer_ids)
+        unadapted = lora(base).eval()(batch)
+    torch.testing.assert_close(got, expected, atol=0.05, rtol=0.05)  # bf16 rounding of the merged weights
+    assert not torch.allclose(expected, unadapted, atol=0.05, rtol=0.05)  # the adapters mattered
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error")
+def test_qlora_on_cpu_raises_a_clear_error(base):
+    with pytest.raises(RuntimeError, match="QLoRA.*needs a CUDA GPU"):
+        lora(base, quantization="4bit")
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(base):
+    grads = []
+    for checkpointing in (False, True):
+        model = lora(base, gradient_checkpointing=checkpointing)
+        perturb_adapters(model)
+        batch = model.collate(memes(4, 6))
+        F.binary_cross_entropy_with_logits(model(batch), batch["labels"]).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
+    assert grads[0].abs().sum() > 0
+
+
+def test_zero_shot_fits_nothing_and_reloads_from_its_config(base, tmp_path):
+    zero_shot = LlavaZeroShot.build(LlavaZeroShotConfig(base=str(base), dtype="float32"))
+    items = memes(3, 7)
+    before = zero_shot.predict_proba(items)
+    zero_shot.fit(memes(8, 8), memes(4, 9))
+    np.testing.assert_array_equal(zero_shot.predict_proba(items), before)
+    zero_shot.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "llava_classifier.json").read_text())["trained"] is False
+    np.testing.assert_array_equal(LlavaZeroShot.from_pretrained(tmp_path).predict_proba(items), before)
+    assert before.shape == (3,) and ((before > 0) & (before < 1)).all()
+
+
+@pytest.mark.slow
+def test_lora_learns_a_pairwise_image_text_rule(tmp_path):
+    """The base knows the colours (pretrained here); LoRA alone learns which pairs are hateful."""
+    corpus = write_corpus(tmp_path / "corpus", 600)
+    base = build_tiny_base(corpus, tmp_path / "base", TinyLlavaConfig(vision_epochs=6, epochs=6))
+    model = lora(base)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1.0e-3)
+    train, test = memes(512, 10), memes(256, 11)
+    for _ in range(15):
+        model.train()
+        for start in range(0, len(train), 32):
+            batch = model.collate(train[start : start + 32])
+            F.binary_cross_entropy_with_logits(model(batch), batch["labels"]).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    model.eval()
+    with torch.no_grad():
+        probs = torch.sigmoid(model(model.collate(test))).numpy()
+    assert roc_auc_score([item["label"] for item in test], probs) >= 0.9
