@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -272,6 +274,28 @@ def test_zero_shot_fits_nothing_and_reloads_from_its_config(base, tmp_path):
     assert json.loads((tmp_path / "llava_classifier.json").read_text())["trained"] is False
     np.testing.assert_array_equal(LlavaZeroShot.from_pretrained(tmp_path).predict_proba(items), before)
     assert before.shape == (3,) and ((before > 0) & (before < 1)).all()
+
+
+def load_benchmark():
+    path = Path(__file__).parents[1] / "benchmarks" / "llava.py"
+    spec = importlib.util.spec_from_file_location("benchmark_llava", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_counts_the_7b_parameters_its_flops_use():
+    counts = load_benchmark().parameter_counts(llava_15_7b_config(), LlavaLoRAConfig(lora_r=16))
+    h, m = 4096, 11008
+    assert counts["lm"] == 32 * (4 * h * h + 3 * h * m + 2 * h)  # attention, MLP and the two norms per layer
+    assert 3.0e8 < counts["vision"] < 3.1e8  # CLIP ViT-L/14-336
+    assert counts["lora"] == 39_976_960
+
+
+def test_benchmark_runs_a_tiny_training_step_on_cpu():
+    rows = load_benchmark().main(["--tiny", "--steps", "1", "--batch-size", "2"])
+    assert [row["run"] for row in rows] == ["lora"]  # no QLoRA row without CUDA and bitsandbytes
+    assert rows[0]["tokens_per_s"] > 0 and rows[0]["seq"] == 16 + 64 and rows[0]["peak_gb"] > 0
 
 
 @pytest.mark.slow
