@@ -1,14 +1,17 @@
 """The `pretrain` stage's library: the demo's tiny CLIP backbones, trained contrastively on the "web" corpus.
 
-CLIP (Radford et al. 2021) as open_clip implements it: the architectures are JSON configs shipped in
-`features/model_configs/` (`tiny-vit`: a ViT image tower; `tiny-rn`: a ModifiedResNet whose trunk is the
-demo's CNN for grid and region features), trained with open_clip's `ClipLoss` on the corpus of
-`hatememes.data.synthetic`, and saved as safetensors that load through the real route:
+CLIP (Radford et al. 2021) as open_clip implements it. The architectures are JSON configs shipped in
+`features/model_configs/`: `tiny-rn`, a ModifiedResNet image tower (the tower of OpenAI's RN50 CLIP, shrunk)
+that serves both the `clip` features and, through its trunk, the `grid` and `regions` features; and
+`tiny-vit`, a ViT tower. Both are trained with open_clip's `ClipLoss` on the corpus of
+`hatememes.data.synthetic` and saved as safetensors that load through the real route:
 
     register_tiny_configs()
-    model, _, preprocess = open_clip.create_model_and_transforms("tiny-vit", pretrained="<out>/tiny-vit.safetensors")
+    model, _, preprocess = open_clip.create_model_and_transforms("tiny-rn", pretrained="<out>/tiny-rn.safetensors")
 
-The full profile skips this stage and uses published weights (`enabled: false`).
+Measured on the 2-core machine: in the same number of steps the ResNet learns the shapes (zero-shot ~0.97)
+while the ViT, lacking a convolution's locality, learns the colours and not the shapes (~0.25), so the
+default trains `tiny-rn` only. The full profile skips this stage and uses published weights (`enabled: false`).
 """
 
 from __future__ import annotations
@@ -41,16 +44,16 @@ COLOR_PROMPTS = ("a {color} {obj}",)  # averaged over every object: "something {
 @dataclass(frozen=True)
 class PretrainParams:
     enabled: bool = True  # false in the full profile: published weights, nothing to pretrain
-    models: tuple[str, ...] = TINY_MODELS
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 2.0e-3
+    models: tuple[str, ...] = ("tiny-rn",)  # tiny-vit can be added: it learns colours, not shapes, in this budget
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 3.0e-3
     weight_decay: float = 0.1
     warmup_fraction: float = 0.1
-    shift: int = 4  # random translation in pixels (augmentation); 0 turns it off
+    shift: int = 2  # random translation in pixels (augmentation); 0 turns it off
     seed: int = 0
     probe_pairs: int = 2000  # corpus train pairs the linear probe is fitted on
-    threads: int = 1  # torch CPU threads: on a shared 2-core machine 2 threads ran 15-25x slower than 1
+    threads: int = 1  # torch CPU threads: on the shared 2-core machine 2 threads ran 15-25x slower than 1
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from sklearn.metrics import roc_auc_score
 from hatememes.data.memes import SPLITS, Meme, write_split
 
 OBJECTS = ("circle", "square", "triangle", "star", "cross", "heart", "diamond", "moon")
+PLURALS = {obj: obj + ("es" if obj.endswith("s") else "s") for obj in OBJECTS}  # templates say {obj} or {objs}
 COLORS = {"red": (215, 35, 35), "green": (35, 165, 60), "blue": (40, 85, 225),
           "yellow": (240, 205, 25), "purple": (145, 55, 195), "orange": (245, 130, 15)}
 BACKGROUNDS = {"white": (238, 238, 232), "grey": (125, 125, 125), "black": (28, 28, 30)}
@@ -41,18 +42,18 @@ SEEN_TEMPLATES = (
     "when the {obj} shows up at the party", "look how many people love the {obj}",
     "nobody: absolutely nobody: the {obj}", "me explaining why the {obj} is the best",
     "the {obj} gang is here", "when you finally meet another {obj}", "this is what a real {obj} looks like",
-    "{obj}s be like", "my mom when she sees a {obj}", "every {obj} deserves respect",
+    "{objs} be like", "my mom when she sees a {obj}", "every {obj} deserves respect",
     "guess who brought the {obj} again", "the {obj} has entered the chat",
 )
 UNSEEN_TEMPLATES = (
-    "not all heroes wear capes, some are {obj}s", "breaking news: {obj} spotted downtown",
+    "not all heroes wear capes, some are {objs}", "breaking news: {obj} spotted downtown",
     "how it started vs how it is going: the {obj}", "if you see a {obj}, say hi",
     "the {obj} really thought it could", "a day in the life of a {obj}",
 )
 DESCRIPTIONS = (  # the corpus's "web" captions: every one names the object, most name it first
     "a photo of a {obj}", "a {obj}", "{obj}", "a {color} {obj}", "a {size} {color} {obj} {where} on {background}",
     "{obj}, {color}, {size}, {where}", "a {obj} in {color} on a {background} background", "{obj} {where}",
-    "a picture of a {size} {obj}", "the {color} {obj} is {where}",
+    "a picture of a {size} {obj}", "the {color} {obj} is {where}", "one of the {objs}", "{color} {objs} {where}",
 )
 FILLER = tuple("""lol me monday morning coffee friends weekend work again why every time really so true mood same this
     is fine when you my face us the a an and or but if then what who how where here there now today tonight tomorrow
@@ -240,6 +241,10 @@ def sample_scene(rng: np.random.Generator, obj: int, styles: tuple[str, ...]) ->
     )
 
 
+def caption(template: str, concept: int) -> str:
+    return template.format(obj=OBJECTS[concept], objs=PLURALS[OBJECTS[concept]])
+
+
 def sample_split(rng: np.random.Generator, count: int, templates: tuple[str, ...],
                  styles: tuple[str, ...]) -> list[tuple[str, int, Scene]]:
     """`count` (caption, text concept, scene) triples: blocks of K (one text, every image concept), each
@@ -262,7 +267,7 @@ def sample_split(rng: np.random.Generator, count: int, templates: tuple[str, ...
             scenes[j] = sample_scene(rng, i, styles)
         spare += singles + [b for _, b in pairs]
     kept = set(range(len(rows))) - set(trim(spare, len(rows) - count, k))
-    return [(rows[j][0][0].format(obj=OBJECTS[rows[j][0][1]]), rows[j][0][1], scenes[j])
+    return [(caption(rows[j][0][0], rows[j][0][1]), rows[j][0][1], scenes[j])
             for j in rng.permutation(sorted(kept)).tolist()]
 
 
@@ -349,7 +354,8 @@ def describe(rng: np.random.Generator, scene: Scene) -> str:
     where = {"center": "in the center", "top": "at the top", "bottom": "at the bottom", "left": "on the left",
              "right": "on the right"}.get(scene.position, f"in the {scene.position}")
     template = DESCRIPTIONS[int(rng.integers(len(DESCRIPTIONS)))]
-    text = template.format(obj=OBJECTS[scene.obj], color=scene.color, size=scene.size, where=where,
+    obj = OBJECTS[scene.obj]
+    text = template.format(obj=obj, objs=PLURALS[obj], color=scene.color, size=scene.size, where=where,
                            background=scene.background)
     if rng.random() < 0.4:
         filler = " ".join(rng.choice(FILLER, size=int(rng.integers(1, 6))))
