@@ -7,10 +7,11 @@ A meme is a scene (one object drawn with PIL) with a caption about one object pr
 below it. With K objects, a meme is hateful iff (text concept - image concept) mod K is in HATEFUL_OFFSETS,
 the way a real meme is hateful only for some combinations of what it says and what it shows. Memes come in
 blocks of K (one text with every image concept), so each text and each image concept is hateful exactly
-|S|/K of the time; every scene is shared by two memes, so each hateful meme has a benign twin with the same
-picture and another caption, and a benign twin with the same caption and another picture (the confounders
-of Kiela et al. 2020). The `*_unseen` splits use caption templates and background styles never used in
-train or `*_seen`, over the same vocabulary.
+|S|/K of the time; each hateful meme shares its scene with a benign meme, so it has a benign twin with the
+same picture and another caption, and a benign twin with the same caption and another picture (the
+confounders of Kiela et al. 2020). The `*_unseen` splits use caption templates and background styles never
+used in train or `*_seen`, over the same vocabulary. The corpus uses the same renderer and a disjoint seed
+stream; half its images carry a band of filler words, as captioned web images do.
 """
 
 from __future__ import annotations
