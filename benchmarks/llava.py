@@ -22,6 +22,7 @@ estimate, which counts weight gradients LoRA never computes and so overstates th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import resource
 import tempfile
@@ -115,7 +116,7 @@ def run_one(saved: str, config: LlavaConfig, lora: LlavaLoRAConfig, args, device
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     batch = make_batch(config, args.batch_size, args.text_tokens, device)
-    answer_ids = (ANSWER_IDS if not args.tiny else (1, 2))
+    answer_ids = (1, 2) if args.tiny else ANSWER_IDS
     seconds = time_step(model, batch, answer_ids, args.steps, device)
     tokens = config.image_seq_length + args.text_tokens
     flops, flops_6nt = step_flops(parameter_counts(config, lora), args.batch_size, config.image_seq_length, tokens)
@@ -133,9 +134,10 @@ def run(args) -> list[dict]:
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     config = tiny_config() if args.tiny else llava_15_7b_config()
     dtype = "float32" if device == "cpu" else "bfloat16"
-    runs = [LlavaLoRAConfig(dtype=dtype, gradient_checkpointing=args.gradient_checkpointing)]
+    lora = LlavaLoRAConfig(dtype=dtype, gradient_checkpointing=args.gradient_checkpointing)
+    runs = [lora]
     if device == "cuda" and importlib.util.find_spec("bitsandbytes") is not None:
-        runs.append(LlavaLoRAConfig(dtype=dtype, quantization="4bit", gradient_checkpointing=args.gradient_checkpointing))
+        runs.append(dataclasses.replace(lora, quantization="4bit"))
     with tempfile.TemporaryDirectory() as saved:
         torch.manual_seed(0)
         with torch.device(device):

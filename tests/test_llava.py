@@ -106,6 +106,8 @@ def test_tiny_base_loads_as_a_llava_checkpoint(base):
     log = json.loads((base / "pretrain_log.json").read_text())
     assert model.config.text_config.hidden_size == TINY.hidden_size
     assert log["epoch_loss"][-1] < log["epoch_loss"][0]  # the alignment stage learns
+    assert log["vision_epoch_loss"][-1] < log["vision_epoch_loss"][0]
+    assert 0 <= log["heldout_shape_accuracy"] <= 1
     assert load_processor(base).tokenizer.image_token == "<image>"
 
 
@@ -303,6 +305,7 @@ def test_lora_learns_a_pairwise_image_text_rule(tmp_path):
     """The base knows the colours (pretrained here); LoRA alone learns which pairs are hateful."""
     corpus = write_corpus(tmp_path / "corpus", 600)
     base = build_tiny_base(corpus, tmp_path / "base", TinyLlavaConfig(vision_epochs=6, epochs=6))
+    assert json.loads((base / "pretrain_log.json").read_text())["heldout_shape_accuracy"] >= 0.9
     model = lora(base)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1.0e-3)
     train, test = memes(512, 10), memes(256, 11)

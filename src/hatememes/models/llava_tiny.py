@@ -1,16 +1,26 @@
 """The demo's tiny LLaVA base: built in code, then pretrained on the demo world's "web" corpus.
 
-LLaVA (Liu et al. 2023) starts from a CLIP vision tower and a Llama language model that were each pretrained,
-and aligns them in a first stage ("feature alignment") on image -> description pairs with the next-token loss
-on the description. The demo has no pretrained towers, so `build_tiny_base` builds them from configs
-(CLIP vision + Llama, hidden 64, 2 layers), trains a byte-level BPE tokenizer on the corpus descriptions and
-the prompts, and runs that stage with every parameter trainable:
+LLaVA (Liu et al. 2023) joins a pretrained CLIP vision tower to a pretrained Llama through a projector, and
+first trains on image -> text pairs with the next-token loss on the text ("feature alignment"), then on
+instructions. The demo has no pretrained towers, so `build_tiny_base` builds them from configs (CLIP vision
++ Llama, hidden 64, 2 layers; 32 px images in 16 patches), trains a byte-level BPE tokenizer on the corpus
+descriptions and the prompts, and pretrains in two stages on the corpus's training pairs:
 
+  0. the vision tower alone, classifying each image's object and colour from its mean patch feature
+     (standing in for CLIP's own pretraining, which the demo cannot afford at this size);
+  1. the projector and the language model, the tower frozen as in LLaVA, on two samples per pair with the
+     loss on the answer only:
+
+    USER: <image>\nThis is an image with: "<another pair's text>" written on it. What shape is in the image?
+          ASSISTANT: star</s>
     USER: <image>\nDescribe the image. ASSISTANT: a small red star at the top left on grey</s>
-                                                  ^^^^^^^^^^^^^^^^^ loss on these tokens only
+    ... Which shape does the text name? ASSISTANT: circle</s>       (in turn with the description and
+    ... Does the text name the shape in the image? Answer yes or no. ASSISTANT: No</s>   this one)
 
-It saves model + processor with `save_pretrained`, so the demo points `base:` at that folder exactly as the
-full profile points at `llava-hf/llava-1.5-7b-hf`. Corpus layout: `pairs.jsonl` lines
+The questions share the meme prompt's frame, so the answer position learns to read both the image and the
+quoted text; whether a meme is hateful is never taught here. The model and processor are saved with
+`save_pretrained`, so the demo points `base:` at that folder exactly as the full profile points at
+`llava-hf/llava-1.5-7b-hf`. Corpus layout (hatememes.data.synthetic): `pairs.jsonl` lines
 {"image": "images/000001.png", "text": ..., "object": ..., "color": ..., "split": "train" | "heldout"}.
 """
 
@@ -24,8 +34,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from torch import nn
 from transformers import (
     CLIPVisionConfig,
     LlamaConfig,
@@ -55,7 +65,7 @@ class TinyLlavaConfig:
     num_layers: int = 2  # vision and text
     num_heads: int = 4
     vocab_size: int = 1024  # upper bound for the BPE tokenizer
-    vision_epochs: int = 12  # stage 0: the vision tower
+    vision_epochs: int = 24  # stage 0: the vision tower (shapes are learnt late: loss drops after ~12)
     vision_lr: float = 5.0e-3
     epochs: int = 4  # stage 1: projector + language model
     batch_size: int = 64
@@ -204,7 +214,8 @@ def pretrain_vision(model: LlavaForConditionalGeneration, pixel_values: torch.Te
     return fit(parameters, loss_fn, len(labels), config.vision_epochs, config.vision_lr, config)
 
 
-def fit(parameters: list[nn.Parameter], loss_fn, n: int, epochs: int, lr: float, config: TinyLlavaConfig) -> list[float]:
+def fit(parameters: list[nn.Parameter], loss_fn, n: int, epochs: int, lr: float,
+        config: TinyLlavaConfig) -> list[float]:
     """Minimise loss_fn(batch index) over n examples: AdamW, one-cycle schedule, clipping; loss per epoch."""
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)
@@ -245,6 +256,26 @@ def pretrain(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor, e
     return fit(parameters, loss_fn, len(encoded), config.epochs, config.lr, config)
 
 
+@torch.no_grad()
+def shape_accuracy(model: LlavaForConditionalGeneration, processor: LlavaProcessor, corpus_dir: Path,
+                   pairs: list[dict]) -> float | None:
+    """How often the most likely object word after the image-shape question is the pair's object."""
+    if not pairs:
+        return None
+    objects = sorted({pair["object"] for pair in pairs})
+    object_ids = [processor.tokenizer(f" {name}", add_special_tokens=False)["input_ids"][0] for name in objects]
+    model.eval()
+    hits = 0
+    for start in range(0, len(pairs), 128):
+        chunk = pairs[start : start + 128]
+        images = [load_rgb(Path(corpus_dir) / pair["image"]) for pair in chunk]
+        prompt = FRAME.format(text="", question=IMAGE_SHAPE)
+        batch = processor(images=images, text=[prompt] * len(chunk), padding=True, return_tensors="pt")
+        logits = model(**batch, logits_to_keep=1).logits[:, -1, object_ids]  # (B, objects)
+        hits += sum(objects[k] == pair["object"] for k, pair in zip(logits.argmax(-1).tolist(), chunk, strict=True))
+    return hits / len(pairs)
+
+
 def build_tiny_base(corpus_dir: str | Path, out_dir: str | Path, config: TinyLlavaConfig) -> Path:
     """Build, pretrain (feature alignment) and save the tiny LLaVA base; writes `pretrain_log.json` beside it."""
     start = time.perf_counter()
@@ -265,6 +296,8 @@ def build_tiny_base(corpus_dir: str | Path, out_dir: str | Path, config: TinyLla
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-    log = {"config": asdict(config), "pairs": len(pairs), "vision_epoch_loss": vision_losses, "epoch_loss": losses, "seconds": time.perf_counter() - start}
+    log = {"config": asdict(config), "pairs": len(pairs), "seconds": round(time.perf_counter() - start, 1),
+           "heldout_shape_accuracy": shape_accuracy(model, processor, corpus_dir, read_pairs(corpus_dir, "heldout")),
+           "vision_epoch_loss": vision_losses, "epoch_loss": losses}
     (out_dir / "pretrain_log.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
     return out_dir
