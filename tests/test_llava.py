@@ -33,7 +33,7 @@ from hatememes.models.llava_tiny import TinyLlavaConfig, build_tiny_base
 
 COLORS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 80, 230), "yellow": (240, 210, 20)}
 NAMES = list(COLORS)
-TINY = TinyLlavaConfig(hidden_size=32, num_heads=2, vision_epochs=1, epochs=2, batch_size=16)
+TINY = TinyLlavaConfig(hidden_size=32, num_heads=2, vision_epochs=2, epochs=2, batch_size=16)
 
 
 @pytest.fixture(autouse=True, scope="module")
