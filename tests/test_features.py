@@ -58,7 +58,8 @@ def test_shapes_ids_and_meta(memes, extracted):
 
 def test_stored_clip_rows_equal_a_direct_encode(memes, extracted):
     torch.manual_seed(0)  # the stage seeds before building, so random weights agree
-    extractor = ClipExtractor(ClipParams(model="tiny-vit", pretrained=""))
+    model = json.loads((extracted / "clip" / "meta.json").read_text())["model"]  # params.yaml's clip model
+    extractor = ClipExtractor(ClipParams(model=model, pretrained=""))
     meme = read_split(memes, "dev_unseen")[1]
     stored = load_split(extracted / "clip", "dev_unseen", memes)
     inputs = extractor.preprocess(load_rgb(memes / meme.img), meme.text)
