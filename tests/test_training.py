@@ -51,7 +51,9 @@ def mid_epoch_checkpoints(out: Path) -> list[str]:
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_predictions(tmp_path):
     reference = tmp_path / "reference"
-    assert run_toy(reference).communicate(timeout=300)[0] is not None
+    reference_run = run_toy(reference)
+    reference_output = reference_run.communicate(timeout=300)[0].decode()
+    assert reference_run.returncode == 0, reference_output[-2000:]
     interrupted = tmp_path / "interrupted"
     process = run_toy(interrupted, slow=True)
     deadline = time.time() + 240
