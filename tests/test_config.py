@@ -14,13 +14,15 @@ from hatememes.evaluation import EvaluateParams
 from hatememes.features import EXTRACTORS, FeaturesParams
 from hatememes.models import MODELS
 from hatememes.models.ensemble import EnsembleConfig
+from hatememes.models.llava_tiny import PretrainLlavaParams
 from hatememes.params import load_params, section
 from hatememes.pretrain import PretrainParams
 from hatememes.report import ReportParams
 from hatememes.training import train_params
 
 ROOT = Path(__file__).parents[1]
-SECTIONS = {"fetch": FetchParams, "pretrain": PretrainParams, "features": FeaturesParams, "report": ReportParams}
+SECTIONS = {"fetch": FetchParams, "pretrain": PretrainParams, "pretrain_llava": PretrainLlavaParams,
+            "features": FeaturesParams, "report": ReportParams}
 
 
 @pytest.fixture(params=["demo", "full"])
@@ -49,8 +51,8 @@ def test_dvc_stages_match_params_and_code():
     params = load_params(ROOT / "params.yaml")
     models = train_params(params).models
     stages = dvc["stages"]
-    assert list(stages) == ["fetch", "pretrain", "features", "train", "evaluate", "explain", "ensemble",
-                            "report"]
+    assert list(stages) == ["fetch", "pretrain", "pretrain_llava", "features", "train", "evaluate", "explain",
+                            "ensemble", "report"]
     assert stages["features"]["foreach"] == list(EXTRACTORS)
     assert stages["train"]["foreach"] == stages["evaluate"]["foreach"] == "${train.models}"
     for stage in stages:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from PIL import Image, ImageDraw
+from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlavaForConditionalGeneration, PreTrainedTokenizerFast
@@ -30,6 +33,7 @@ from hatememes.models.llava import (
     yes_no_logits,
 )
 from hatememes.models.llava_tiny import TinyLlavaConfig, build_tiny_base
+from hatememes.training import LoopParams, load_best, predict, train
 
 COLORS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 80, 230), "yellow": (240, 210, 20)}
 NAMES = list(COLORS)
@@ -80,6 +84,18 @@ def memes(n: int, seed: int) -> list[dict]:
         text = f"when the {NAMES[t]} one arrives" if k % 2 else f"look at this {NAMES[t]} thing, so nice"
         items.append({"id": k, "image": image, "text": text, "label": int((t - i) % 4 in (1, 2))})
     return items
+
+
+class ItemList(list):
+    """In-memory memes with the two attributes the training loop reads from `MemeItems`."""
+
+    @property
+    def ids(self) -> list[int]:
+        return [item["id"] for item in self]
+
+    @property
+    def labels(self) -> list[int]:
+        return [item["label"] for item in self]
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +220,31 @@ def test_lora_adapts_only_the_language_model(base):
     assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     assert not any("vision_tower" in name or "multi_modal_projector" in name for name in trainable)
     assert any("vision_tower" in name and "q_proj" in name for name, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("prompt, problem", [
+    ("USER: {text} Is it hateful? ASSISTANT:", "'<image>' exactly once"),
+    ("USER: <image> <image> {text} ASSISTANT:", "'<image>' exactly once"),
+    ("USER: <image> Is it hateful? ASSISTANT:", "'{text}'"),
+    ("USER: <image> {text} Is it hateful?", "must end with 'ASSISTANT:'"),
+])
+def test_a_prompt_that_cannot_score_a_meme_is_refused_before_loading(prompt, problem):
+    for classifier, config in ((LlavaLoRA, LlavaLoRAConfig), (LlavaZeroShot, LlavaZeroShotConfig)):
+        with pytest.raises(ValueError, match=re.escape(problem)):
+            classifier.build(config(base="/nonexistent/base", prompt=prompt))
+
+
+def test_best_checkpoint_holds_the_adapters_not_the_frozen_base(base, tmp_path):
+    model = lora(base)
+    items = ItemList(memes(32, 3))
+    result = train(model, items, items, LoopParams(epochs=1, batch_size=16, lr=1.0e-3), tmp_path)
+    saved = load_file(tmp_path / "checkpoints" / "best.safetensors")
+    trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    assert result.best_epoch == 0 and set(saved) == trainable  # LoRA A/B only: no buffers in this model
+    before = predict(model, items)[1]
+    perturb_adapters(model)
+    load_best(Accelerator(), model, tmp_path / "checkpoints")
+    np.testing.assert_array_equal(predict(model, items)[1], before)
 
 
 def test_lora_trains_under_two_percent_of_a_7b_llava():

@@ -19,6 +19,11 @@ MAPPED_VISUAL = {"visual_token_type_embeddings": "token_type_embeddings",
                  "visual_position_embeddings": "position_embeddings"}
 
 
+# the layers VisualBERT adds to its encoder: the region projection and MMF's classifier (head transform + linear)
+HEAD_KEYS = {f"{layer}.{p}" for layer in ("region_projection", "classifier.0.dense", "classifier.0.LayerNorm",
+                                          "classifier.1") for p in ("weight", "bias")}
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny models gain nothing from threads, and on a busy machine their thread hand-offs cost 10x."""
@@ -79,7 +84,7 @@ def test_weights_mapped_from_bert(tiny_bert_dir):
     for visual, text in MAPPED_VISUAL.items():
         assert torch.equal(state[f"embeddings.{visual}.weight"], bert_state[f"embeddings.{text}.weight"])
     new_encoder_keys = {"encoder.embeddings.visual_projection.weight", "encoder.embeddings.visual_projection.bias"}
-    heads = {f"{layer}.{p}" for layer in ("region_projection", "classifier") for p in ("weight", "bias")}
+    heads = HEAD_KEYS
     assert set(model.new_keys) == new_encoder_keys | heads
     assert set(model.loaded_keys) == set(model.state_dict()) - set(model.new_keys)
     # region features pass to VisualBERT's projection unchanged at first; the box columns start at zero
@@ -119,7 +124,7 @@ def test_loads_visualbert_checkpoint(tiny_bert_dir, tmp_path):
     state = model.encoder.state_dict()
     for key, value in pretrained.visual_bert.state_dict().items():
         assert torch.equal(state[key], value), key
-    heads = {f"{layer}.{p}" for layer in ("region_projection", "classifier") for p in ("weight", "bias")}
+    heads = HEAD_KEYS
     assert set(model.new_keys) == heads
     assert model.region_projection.weight.shape == (16, REGION_DIM + 6)
     assert model(model.collate(make_items())).shape == (2,)

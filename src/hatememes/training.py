@@ -202,9 +202,13 @@ def resume(accelerator: Accelerator, checkpoints: Path) -> LoopState:
 
 
 def save_best(accelerator: Accelerator, model, checkpoints: Path) -> None:
+    """`best.safetensors`: what training changes (trainable parameters and buffers), not a frozen base —
+    for LoRA on a 7B model that is megabytes instead of 14 GB per improvement."""
+    state = accelerator.get_state_dict(model)  # gathers sharded (FSDP/DeepSpeed) weights; on every rank
     if accelerator.is_main_process:
         checkpoints.mkdir(parents=True, exist_ok=True)
-        weights = {k: v.detach().cpu().contiguous() for k, v in accelerator.get_state_dict(model).items()}
+        frozen = frozen_parameter_names(accelerator.unwrap_model(model))
+        weights = {k: v.detach().cpu().contiguous() for k, v in state.items() if k not in frozen}
         temporary = checkpoints / ".best.safetensors.partial"
         save_file(weights, str(temporary))
         temporary.replace(checkpoints / "best.safetensors")
@@ -213,8 +217,18 @@ def save_best(accelerator: Accelerator, model, checkpoints: Path) -> None:
 
 def load_best(accelerator: Accelerator, model, checkpoints: Path) -> None:
     best = checkpoints / "best.safetensors"
-    if best.is_file():
-        accelerator.unwrap_model(model).load_state_dict(load_file(str(best)))
+    if not best.is_file():
+        return
+    model = accelerator.unwrap_model(model)
+    missing, unexpected = model.load_state_dict(load_file(str(best)), strict=False)
+    not_frozen = set(missing) - frozen_parameter_names(model)
+    if unexpected or not_frozen:
+        raise RuntimeError(f"{best}: does not match the model (missing trainable weights: {sorted(not_frozen)[:5]}, "
+                           f"unexpected: {sorted(unexpected)[:5]})")
+
+
+def frozen_parameter_names(model) -> set[str]:
+    return {name for name, parameter in model.named_parameters(remove_duplicate=False) if not parameter.requires_grad}
 
 
 def make_live(out_dir: Path, resume: bool, enabled: bool):

@@ -46,6 +46,7 @@ from hatememes.models.course.lstm import CourseLSTM  # noqa: E402
 from hatememes.models.course.numpy_cnn import CourseCNN  # noqa: E402
 from hatememes.models.course.numpy_mlp import CourseMLP  # noqa: E402
 from hatememes.models.course.transformer import CourseTransformer  # noqa: E402
+from hatememes.models.llava import LlavaLoRA, LlavaZeroShot  # noqa: E402
 from hatememes.models.mmbt import MMBT  # noqa: E402
 from hatememes.models.visualbert import VisualBert  # noqa: E402
 
@@ -56,6 +57,8 @@ MODELS: dict[str, type] = {
     "clip_zeroshot": ClipZeroShot,
     "mmbt": MMBT,
     "visualbert": VisualBert,
+    "llava_zeroshot": LlavaZeroShot,
+    "llava_lora": LlavaLoRA,
     "course_mlp": CourseMLP,
     "course_cnn": CourseCNN,
     "course_lstm": CourseLSTM,

@@ -102,6 +102,19 @@ def answer_token_ids(tokenizer, answers: tuple[str, str] = ("Yes", "No")) -> tup
     return ids[0], ids[1]
 
 
+def check_prompt(prompt: str) -> None:
+    """The meme prompt must show the image once, quote the meme's text and end where the answer starts."""
+    problems = []
+    if prompt.count("<image>") != 1:
+        problems.append(f"it must hold '<image>' exactly once (found {prompt.count('<image>')})")
+    if "{text}" not in prompt:
+        problems.append("it must hold '{text}', where the meme's text goes")
+    if not prompt.rstrip().endswith(ANSWER_PREFIX):
+        problems.append(f"it must end with {ANSWER_PREFIX!r}, where the Yes/No answer starts")
+    if problems:
+        raise ValueError(f"prompt {prompt!r}: " + "; ".join(problems))
+
+
 def check_quantization(quantization: str) -> None:
     if quantization == "none":
         return
@@ -194,6 +207,7 @@ class LlavaZeroShot:
     inputs = ("image",)
 
     def __init__(self, config: LlavaZeroShotConfig, model: LlavaForConditionalGeneration, processor):
+        check_prompt(config.prompt)
         self.config, self.model, self.processor = config, model.eval(), processor
         processor.tokenizer.padding_side = "left"  # the last position is every prompt's answer position
         self.answer_ids = answer_token_ids(processor.tokenizer)
@@ -203,6 +217,7 @@ class LlavaZeroShot:
     def build(cls, config: LlavaZeroShotConfig, context=None) -> LlavaZeroShot:
         from accelerate import PartialState
 
+        check_prompt(config.prompt)  # before loading the base, which may take minutes
         model = load_base(config.base, config.dtype).to(PartialState().device)
         return cls(config, model, load_processor(config.base))
 
@@ -235,6 +250,7 @@ class LlavaLoRA(nn.Module):
     inputs = ("image",)
 
     def __init__(self, config: LlavaLoRAConfig, model: PeftModel, processor):
+        check_prompt(config.prompt)
         super().__init__()
         self.config, self.model, self.processor = config, model, processor
         processor.tokenizer.padding_side = "left"
@@ -242,6 +258,7 @@ class LlavaLoRA(nn.Module):
 
     @classmethod
     def build(cls, config: LlavaLoRAConfig, context=None) -> LlavaLoRA:
+        check_prompt(config.prompt)
         model = add_lora(load_base(config.base, config.dtype, config.quantization), config)
         return cls(config, model, load_processor(config.base))
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -48,6 +48,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from hatememes.data.memes import load_rgb
 from hatememes.models.llava import DEFAULT_PROMPT, answer_token_ids
+from hatememes.pretrain import random_shift
 
 DESCRIBE_PROMPT = "USER: <image>\nDescribe the image. ASSISTANT:"
 FRAME = 'USER: <image>\nThis is an image with: "{text}" written on it. {question} ASSISTANT:'  # DEFAULT_PROMPT's
@@ -67,10 +68,20 @@ class TinyLlavaConfig:
     vocab_size: int = 1024  # upper bound for the BPE tokenizer
     vision_epochs: int = 24  # stage 0: the vision tower (shapes are learnt late: loss drops after ~12)
     vision_lr: float = 5.0e-3
+    shift: int = 0  # stage 0 augmentation: random translation by up to this many pixels (0: none)
     epochs: int = 4  # stage 1: projector + language model
     batch_size: int = 64
     lr: float = 3.0e-3
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class PretrainLlavaParams:
+    """The `pretrain_llava` stage's section: build the tiny base (demo) or skip (full: a published base)."""
+
+    enabled: bool = True
+    tiny: TinyLlavaConfig = field(default_factory=TinyLlavaConfig)
+    threads: int = 1  # torch CPU threads for this stage (as pretrain.threads)
 
 
 def read_pairs(corpus_dir: Path, split: str = "train") -> list[dict]:
@@ -205,8 +216,11 @@ def pretrain_vision(model: LlavaForConditionalGeneration, pixel_values: torch.Te
     head = nn.Linear(tower.config.hidden_size, objects + colors)
     parameters = list(tower.parameters()) + list(head.parameters())
 
+    shifts = torch.Generator().manual_seed(config.seed + 1)
+
     def loss_fn(index: torch.Tensor) -> torch.Tensor:
-        hidden = tower(pixel_values[index], output_hidden_states=True).hidden_states[model.config.vision_feature_layer]
+        images = random_shift(pixel_values[index], config.shift, shifts)  # (B, 3, H, W)
+        hidden = tower(images, output_hidden_states=True).hidden_states[model.config.vision_feature_layer]
         logits = head(hidden[:, 1:].mean(1))  # (B, objects + colours)
         object_loss = F.cross_entropy(logits[:, :objects], labels[index, 0])
         return object_loss + F.cross_entropy(logits[:, objects:], labels[index, 1])

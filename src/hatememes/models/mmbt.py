@@ -13,7 +13,9 @@ token-embedding space, and the encoder reads
 Segment ids are HF's `MMBTModel` defaults (modal tokens 0, text 1); the image segment shares BERT's
 word/position/segment tables, LayerNorm and dropout with the text, as there. (MMF flips the ids, image
 1 and text 0, when the text's segment ids are all 0.) The pooled [CLS] output goes through dropout and
-a linear layer to one logit (MMF puts BERT's dense+GELU+LayerNorm head transform before that linear).
+MMF's classifier: BERT's head transform (dense + activation + LayerNorm) and a linear layer to one logit.
+That hidden layer matters: on the demo's pairwise rule a linear layer on the pooled output stayed at chance
+(dev AUROC 0.53 after 4 epochs), as the interaction of image and text must then be formed inside the encoder.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
 
 from hatememes.pretrained import resolve
 
@@ -65,7 +68,7 @@ class MMBT(nn.Module):
         hidden_size = bert.config.hidden_size
         self.image_projection = nn.Linear(image_dim, hidden_size)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(hidden_size, 1)
+        self.classifier = nn.Sequential(BertPredictionHeadTransform(bert.config), nn.Linear(hidden_size, 1))  # MMF's
 
     @classmethod
     def build(cls, config: MMBTConfig, context) -> MMBT:

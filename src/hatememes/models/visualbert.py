@@ -28,6 +28,7 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
 
 from hatememes.pretrained import resolve
 
@@ -89,7 +90,8 @@ class VisualBert(nn.Module):
                 self.region_projection.weight[:, :region_dim].copy_(torch.eye(region_dim))
                 self.region_projection.bias.zero_()
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(hidden_size, 1)
+        # MMF's VisualBERTForClassification head: BERT's head transform (dense, activation, LayerNorm), then linear
+        self.classifier = nn.Sequential(BertPredictionHeadTransform(encoder.config), nn.Linear(hidden_size, 1))
         self.loaded_keys: list[str] = []
         self.new_keys: list[str] = []
 
