@@ -1,11 +1,13 @@
 """Stage `pretrain` (demo profile): the tiny CLIP backbones, trained on the synthetic "web" corpus.
 
-    python pipelines/pretrain.py --out data/pretrain                       # corpus from params fetch.synthetic
-    python pipelines/pretrain.py --out data/pretrain --corpus some/corpus  # an existing corpus (pairs.jsonl)
+    python pipelines/pretrain.py --corpus data/corpus --out data/pretrain   # corpus from params fetch.synthetic
+    python pipelines/pretrain.py --corpus some/corpus --reuse-corpus --out data/pretrain   # an existing one
 
-Writes `<out>/corpus/` (unless --corpus is given), `<out>/<model>.safetensors` for each of `pretrain.models`
-and `<out>/metrics.json` (zero-shot and linear-probe accuracy on the held-out pairs). With
-`pretrain.enabled: false` (the full profile) it only writes a metrics.json that says it skipped.
+Writes the corpus (`pairs.jsonl` + `images/`) to --corpus, then `<out>/<model>.safetensors` for each of
+`pretrain.models` and `<out>/metrics.json` (zero-shot and linear-probe accuracy on the held-out pairs).
+The corpus has its own folder so that the stages reading only the checkpoints do not depend on its 6000
+images (DVC would check them for every such stage). With `pretrain.enabled: false` (the full profile) it
+only writes an empty corpus folder and a metrics.json that says it skipped.
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ from hatememes.pretrain import PretrainParams, pretrain
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="where the checkpoints go (data/pretrain)")
-    parser.add_argument("--corpus", type=Path, help="an existing corpus folder; default: generate <out>/corpus")
+    parser.add_argument("--corpus", type=Path, required=True, help="the corpus folder (data/corpus)")
+    parser.add_argument("--reuse-corpus", action="store_true", help="--corpus holds a corpus already: use it")
     P.add_arguments(parser)
     args = parser.parse_args(argv)
     params = P.from_arguments(args)
     config = P.section(params, "pretrain", PretrainParams)
     args.out.mkdir(parents=True, exist_ok=True)
     corpus = args.corpus
-    if config.enabled and corpus is None:
-        corpus = args.out / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    if config.enabled and not args.reuse_corpus:
         started = time.perf_counter()
         summary = generate_pretrain_corpus(corpus, P.section(params, "fetch.synthetic", SyntheticConfig))
         print(f"corpus: {summary['pairs']} pairs in {time.perf_counter() - started:.1f}s -> {corpus}")

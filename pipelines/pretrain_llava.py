@@ -1,6 +1,6 @@
 """Stage `pretrain_llava` (demo profile): the tiny LLaVA base that `llava_zeroshot` and `llava_lora` start from.
 
-    python pipelines/pretrain_llava.py --corpus data/pretrain/corpus --out data/llava-tiny
+    python pipelines/pretrain_llava.py --corpus data/corpus --out data/llava-tiny
 
 Builds a LLaVA (CLIP vision tower + Llama, hidden 64) from a config, trains its BPE tokenizer and pretrains
 it on the corpus of the `pretrain` stage (`hatememes.models.llava_tiny`), then saves model and processor

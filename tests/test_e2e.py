@@ -106,3 +106,38 @@ def test_two_process_evaluation_writes_the_same_predictions(repro, tmp_path):
         one = (repro / "eval" / "clip_fusion" / "predictions" / f"{split}.csv").read_text()
         two = (tmp_path / "clip_fusion" / "predictions" / f"{split}.csv").read_text()
         assert one == two
+
+
+def test_course_networks_on_the_demo(repro):
+    """course_mlp within 0.03 AUROC of its torch twin (same recipe, float64) on the demo's CLIP features;
+    the text-only course models cannot see the picture, so they stay near chance."""
+    from hatememes.data.readers import load_items
+    from hatememes.models.course.numpy_mlp import CourseMLPConfig, torch_twin
+    from hatememes.params import load_params, section
+
+    config = section(load_params(repro / "params.yaml"), "train.course_mlp.model", CourseMLPConfig)
+    memes, clip = repro / "data" / "memes", {"clip": repro / "data" / "features" / "clip"}
+    train, dev = (load_items(memes, clip, split, ("clip",)) for split in ("train", "dev_seen"))
+    history = torch_twin(config, [train[i] for i in range(len(train))], [dev[i] for i in range(len(dev))])
+    assert max(history["numpy_dev_auroc"]) == pytest.approx(max(history["torch_dev_auroc"]), abs=0.03)
+    for model in ("course_lstm", "course_transformer"):
+        for split in ("dev_unseen", "test_unseen", "test_seen"):
+            assert metrics(repro, model)[split]["auroc"] <= 0.65
+    summary = json.loads((repro / "eval" / "summary.json").read_text())
+    assert {"course_mlp", "course_cnn", "course_lstm", "course_transformer"} <= set(summary["models"])
+
+
+def test_every_model_is_in_the_report(repro):
+    summary = json.loads((repro / "eval" / "summary.json").read_text())
+    html = (repro / "eval" / "report.html").read_text()
+    for model in ("mmbt", "visualbert", "llava_zeroshot", "llava_lora", "ensemble"):
+        assert model in summary["models"] and model in html
+
+
+# Known gap (issues 7 and 8): on the demo world's pure pair rule the transformer models do not learn the
+# interaction in the demo's CPU budget (README, "Not reached yet"). Strict: when they do, this fails and
+# the bar moves into the tests above.
+@pytest.mark.xfail(strict=True, reason="MMBT/VisualBERT/LLaVA-LoRA stay near chance on the demo (README)")
+@pytest.mark.parametrize("model", ["mmbt", "visualbert", "llava_lora"])
+def test_multimodal_transformers_reach_the_demo_bar(repro, model):
+    assert metrics(repro, model)["test_unseen"]["auroc"] >= 0.85

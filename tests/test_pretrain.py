@@ -102,18 +102,19 @@ def write_params(path: Path, **pretrain) -> Path:
 
 
 def test_stage_writes_checkpoints_and_metrics(tmp_path):
-    out = tmp_path / "pretrain"
-    assert pretrain_stage.main(["--out", str(out), "--params", str(write_params(tmp_path / "params.yaml"))]) == 0
+    out, corpus = tmp_path / "pretrain", tmp_path / "corpus"
+    params = write_params(tmp_path / "params.yaml")
+    assert pretrain_stage.main(["--corpus", str(corpus), "--out", str(out), "--params", str(params)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())["tiny-vit"]
     assert {"zero_shot_object_accuracy", "zero_shot_color_accuracy", "probe_object_accuracy"} <= set(metrics)
     assert metrics["train_pairs"] == 32 and metrics["heldout_pairs"] == 8
-    assert len(read_pairs(out / "corpus")) == CORPUS.pretrain_pairs
+    assert len(read_pairs(corpus)) == CORPUS.pretrain_pairs
     open_clip.create_model("tiny-vit", pretrained=str(out / "tiny-vit.safetensors"))
 
 
 def test_stage_disabled_writes_a_skip_note_and_no_checkpoint(tmp_path):
-    out = tmp_path / "pretrain"
+    out, corpus = tmp_path / "pretrain", tmp_path / "corpus"
     params = write_params(tmp_path / "params.yaml", enabled=False)
-    assert pretrain_stage.main(["--out", str(out), "--params", str(params)]) == 0
+    assert pretrain_stage.main(["--corpus", str(corpus), "--out", str(out), "--params", str(params)]) == 0
     assert json.loads((out / "metrics.json").read_text())["skipped"] is True
-    assert not list(out.glob("*.safetensors")) and not (out / "corpus").exists()
+    assert not list(out.glob("*.safetensors")) and not list(corpus.iterdir())

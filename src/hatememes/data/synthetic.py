@@ -1,7 +1,7 @@
 """The demo world (DESIGN §4a): synthetic memes with benign confounders, and a "web" corpus of described scenes.
 
     generate_memes(Path("data/memes"), SyntheticConfig())            # img/NNNNN.png + the five <split>.jsonl
-    generate_pretrain_corpus(Path("data/pretrain/corpus"), config)   # images/NNNNNN.png + pairs.jsonl
+    generate_pretrain_corpus(Path("data/corpus"), config)   # images/NNNNNN.png + pairs.jsonl
 
 A meme is a scene (one object drawn with PIL) with a caption about one object printed in a band above or
 below it. With K objects, a meme is hateful iff (text concept - image concept) mod K is in HATEFUL_OFFSETS,
