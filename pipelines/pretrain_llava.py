@@ -16,10 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from hatememes import params as P
 from hatememes.models.llava_tiny import PretrainLlavaParams, build_tiny_base
+from hatememes.pretrain import cpu_threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,12 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.corpus / "pairs.jsonl").is_file():
         print(f"pretrain_llava: {args.corpus / 'pairs.jsonl'}: not found (run the pretrain stage)", file=sys.stderr)
         return 1
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with cpu_threads(config.threads):
         build_tiny_base(args.corpus, args.out, config.tiny)
-    finally:
-        torch.set_num_threads(threads)
     log = json.loads((args.out / "pretrain_log.json").read_text(encoding="utf-8"))
     print(f"tiny LLaVA base in {log['seconds']} s: held-out shape accuracy {log['heldout_shape_accuracy']:.3f} "
           f"-> {args.out}")

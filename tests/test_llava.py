@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import random
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from accelerate import Accelerator
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file
@@ -319,12 +321,17 @@ def test_zero_shot_fits_nothing_and_reloads_from_its_config(base, tmp_path):
     assert before.shape == (3,) and ((before > 0) & (before < 1)).all()
 
 
-def load_benchmark():
-    path = Path(__file__).parents[1] / "benchmarks" / "llava.py"
-    spec = importlib.util.spec_from_file_location("benchmark_llava", path)
+def load_script(relative: str):
+    """A benchmark or stage script of the repository, imported as a module."""
+    path = Path(__file__).parents[1] / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_benchmark():
+    return load_script("benchmarks/llava.py")
 
 
 def test_benchmark_counts_the_7b_parameters_its_flops_use():
@@ -361,3 +368,33 @@ def test_lora_learns_a_pairwise_image_text_rule(tmp_path):
     with torch.no_grad():
         probs = torch.sigmoid(model(model.collate(test))).numpy()
     assert roc_auc_score([item["label"] for item in test], probs) >= 0.9
+
+
+def load_stage():
+    return load_script("pipelines/pretrain_llava.py")
+
+
+def stage_params(path: Path, enabled: bool) -> Path:
+    section = {"enabled": enabled, "threads": 1, "tiny": dataclasses.asdict(TINY)}
+    path.write_text(yaml.safe_dump({"profile": "demo", "pretrain_llava": section}))
+    return path
+
+
+def test_pretrain_llava_stage_builds_a_base_the_classifiers_load(tmp_path):
+    corpus, out = write_corpus(tmp_path / "corpus", 60), tmp_path / "llava-tiny"
+    params = stage_params(tmp_path / "params.yaml", enabled=True)
+    assert load_stage().main(["--corpus", str(corpus), "--out", str(out), "--params", str(params)]) == 0
+    log = json.loads((out / "pretrain_log.json").read_text())
+    assert log["pairs"] == 54 and 0.0 <= log["heldout_shape_accuracy"] <= 1.0
+    probs = LlavaZeroShot.build(LlavaZeroShotConfig(base=str(out), dtype="float32")).predict_proba(memes(4, 5))
+    assert probs.shape == (4,) and np.all((probs > 0) & (probs < 1))
+
+
+def test_pretrain_llava_stage_skips_or_names_the_missing_corpus(tmp_path, capsys):
+    stage, out = load_stage(), tmp_path / "llava-tiny"
+    skip = stage_params(tmp_path / "skip.yaml", enabled=False)
+    assert stage.main(["--corpus", str(tmp_path / "none"), "--out", str(out), "--params", str(skip)]) == 0
+    assert json.loads((out / "pretrain_log.json").read_text())["skipped"] is True
+    build = stage_params(tmp_path / "build.yaml", enabled=True)
+    assert stage.main(["--corpus", str(tmp_path / "none"), "--out", str(out), "--params", str(build)]) == 1
+    assert f"{tmp_path / 'none' / 'pairs.jsonl'}: not found" in capsys.readouterr().err
