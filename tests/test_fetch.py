@@ -55,6 +55,36 @@ def test_mmf_layout_and_phase1_names(tmp_path):
     assert manifest["missing_splits"] == ["dev_unseen", "test_unseen"]
 
 
+def test_seen_and_unseen_twins_may_share_a_meme_but_nothing_else_may(official, tmp_path):
+    """The release puts memes of dev_seen into dev_unseen too: the same record is kept in both splits; a
+    conflicting record under a shared id, a second copy within one split, or train/test overlap is rejected."""
+    dev_seen = [json.loads(line) for line in (official / "dev_seen.jsonl").read_text().splitlines()]
+    test_seen = [json.loads(line) for line in (official / "test_seen.jsonl").read_text().splitlines()]
+    train = [json.loads(line) for line in (official / "train.jsonl").read_text().splitlines()]
+    with (official / "dev_unseen.jsonl").open("a") as file:
+        file.write(json.dumps(dev_seen[0]) + "\n")  # the same meme: kept
+        file.write(json.dumps(dev_seen[0]) + "\n")  # ...but only once in dev_unseen
+    with (official / "test_unseen.jsonl").open("a") as file:
+        file.write(json.dumps({**test_seen[0], "text": "another caption"}) + "\n")  # same id, other meme
+        file.write(json.dumps(train[0]) + "\n")  # a training meme in a test split
+    unseen = {split: len((official / f"{split}.jsonl").read_text().splitlines()) for split in ("dev_unseen",
+                                                                                            "test_unseen")}
+    with pytest.raises(BadRecordsError) as error:
+        fetch(local(official), tmp_path / "strict")
+    rejected = {(r.file.rsplit("/", 1)[-1], r.line): r.reason for r in error.value.rejected}
+    assert rejected == {
+        ("dev_unseen.jsonl", unseen["dev_unseen"]): f"duplicate id (first at {official}/dev_unseen.jsonl:"
+                                                    f"{unseen['dev_unseen'] - 1})",
+        ("test_unseen.jsonl", unseen["test_unseen"] - 1): f"duplicate id (first at {official}/test_seen.jsonl:1)",
+        ("test_unseen.jsonl", unseen["test_unseen"]): f"duplicate id (first at {official}/train.jsonl:1)",
+    }
+    manifest = fetch(local(official, on_bad_record="skip"), tmp_path / "memes")
+    assert dev_seen[0]["id"] in [m.id for m in read_split(tmp_path / "memes", "dev_unseen")]
+    assert dev_seen[0]["id"] in [m.id for m in read_split(tmp_path / "memes", "dev_seen")]
+    assert manifest["splits"]["dev_unseen"]["count"] == SIZES["dev_unseen"] + 1
+    assert any(f"id={dev_seen[0]['id']} is also" in note for note in manifest["notes"])
+
+
 def corrupt(root: Path) -> dict[str, str]:
     """Break the folder in every way fetch must catch; returns {expected 'file:line' suffix: reason part}."""
     train = root / "train.jsonl"

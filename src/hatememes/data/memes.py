@@ -155,15 +155,30 @@ def check_image(image_root: Path, relative: str) -> tuple[str, str]:
     return "", note
 
 
+# The release shares memes between the seen and unseen versions of a split (dev_unseen holds memes of
+# dev_seen): the same record in both is kept in both. Any other id met twice is a bad record.
+TWIN_SPLITS = ({"dev_seen", "dev_unseen"}, {"test_seen", "test_unseen"})
+
+
+@dataclass(frozen=True)
+class FirstSeen:
+    where: str  # "file:line"
+    split: str
+    meme: Meme
+
+
 def validate_split(
-    label: str, rows: list[tuple[int, dict | str]], image_root: Path, seen: dict[int, str]
+    split: str, label: str, rows: list[tuple[int, dict | str]], image_root: Path, seen: dict[int, FirstSeen]
 ) -> SplitCheck:
-    """Check every row of one split; `seen` maps ids to 'file:line' across splits and is updated."""
+    """Check every row of one split (read from the file `label`); `seen` maps ids to where they were first
+    met, across splits, and is updated."""
     check = SplitCheck(file=label, lines_read=len(rows))
+    here: dict[int, str] = {}  # id -> "file:line" in this split
     for number, record in rows:
         meme, reason = check_record(record)
-        if meme is not None and meme.id in seen:
-            meme, reason = None, f"duplicate id (first at {seen[meme.id]})"
+        shared = meme is not None and meme.id in seen and is_shared(seen[meme.id], split, meme)
+        if meme is not None and (meme.id in here or (meme.id in seen and not shared)):
+            meme, reason = None, f"duplicate id (first at {here.get(meme.id) or seen[meme.id].where})"
         if meme is not None:
             reason, note = check_image(image_root, meme.img)
             if note:
@@ -172,6 +187,16 @@ def validate_split(
             record_id = record.get("id") if isinstance(record, dict) else None
             check.rejected.append(Rejected(label, number, record_id, reason))
             continue
-        seen[meme.id] = f"{label}:{number}"
+        here[meme.id] = f"{label}:{number}"
+        if shared:
+            check.notes.append(f"{label}:{number} id={meme.id} is also {seen[meme.id].where}, the same record: "
+                               f"kept in both splits (the release shares memes between seen and unseen splits)")
+        else:
+            seen[meme.id] = FirstSeen(f"{label}:{number}", split, meme)
         check.accepted.append(meme)
     return check
+
+
+def is_shared(first: FirstSeen, split: str, meme: Meme) -> bool:
+    """The same meme in the seen and the unseen version of a split (not twice in one, not train and test)."""
+    return {first.split, split} in TWIN_SPLITS and first.meme == meme

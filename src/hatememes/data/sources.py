@@ -24,6 +24,7 @@ from typing import Literal
 from hatememes.data.memes import (
     SPLITS,
     BadRecordsError,
+    FirstSeen,
     SplitCheck,
     read_jsonl_rows,
     validate_split,
@@ -230,8 +231,9 @@ def fetch(params: FetchParams, out: Path) -> dict:
     staging.mkdir(parents=True)
     try:
         raw = read_source(params, staging)
-        seen: dict[int, str] = {}
-        checks = {s: validate_split(raw.files[s], raw.rows[s], raw.image_root, seen) for s in SPLITS if s in raw.rows}
+        seen: dict[int, FirstSeen] = {}
+        checks = {split: validate_split(split, raw.files[split], raw.rows[split], raw.image_root, seen)
+                  for split in SPLITS if split in raw.rows}
         rejected = [r for check in checks.values() for r in check.rejected]
         if rejected and params.on_bad_record == "error":
             raise BadRecordsError(rejected)
