@@ -180,7 +180,9 @@ def test_zip_source_with_checksum(official, tmp_path):
     from hatememes.data.sources import sha256_file
 
     params = FetchParams(source="zip", path=str(archive), zip_sha256=sha256_file(archive))
-    assert fetch(params, tmp_path / "memes")["splits"]["train"]["count"] == SIZES["train"]
+    manifest = fetch(params, tmp_path / "memes")
+    assert manifest["splits"]["train"]["count"] == SIZES["train"]
+    assert manifest["splits"]["train"]["file"] == f"{archive}:hateful_memes/train.jsonl"  # the member, not a temp
     with pytest.raises(ValueError, match="does not match the pinned"):
         fetch(dataclasses.replace(params, zip_sha256="0" * 64), tmp_path / "again")
 

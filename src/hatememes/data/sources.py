@@ -211,13 +211,19 @@ def read_source(params: FetchParams, staging: Path) -> RawSplits:
         extract_zip(Path(params.path), staging / "unzipped", params.zip_sha256)
         raw = local_splits(staging / "unzipped")
         raw.info = {"archive": params.path}
-        return raw
+        return named_inside(raw, staging / "unzipped", params.path)  # the unzipped copy is deleted
     if params.source == "hub":
         return hub_splits(params.hub)
     info = generate_memes(staging / "synthetic", params.synthetic)
     raw = local_splits(staging / "synthetic")
     raw.info = {"synthetic": asdict(params.synthetic)}
     raw.oracles = info["oracles"]
+    return named_inside(raw, staging / "synthetic", "synthetic")
+
+
+def named_inside(raw: RawSplits, folder: Path, name: str) -> RawSplits:
+    """Name the split files `<name>:<path inside>` (an archive member) rather than a temporary copy's path."""
+    raw.files = {split: f"{name}:{Path(file).relative_to(folder).as_posix()}" for split, file in raw.files.items()}
     return raw
 
 
