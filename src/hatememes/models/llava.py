@@ -58,6 +58,9 @@ class LlavaZeroShotConfig:
     dtype: Literal["float32", "bfloat16"] = "bfloat16"
     batch_size: int = 8  # for predict_proba
 
+    def __post_init__(self) -> None:  # params are checked when read, before any base is loaded
+        check_prompt(self.prompt)
+
 
 @dataclass(frozen=True)
 class LlavaLoRAConfig:
@@ -69,6 +72,9 @@ class LlavaLoRAConfig:
     lora_dropout: float = 0.05
     quantization: Literal["none", "4bit"] = "none"  # "4bit": QLoRA (bitsandbytes nf4), needs CUDA
     gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        check_prompt(self.prompt)
 
 
 def llava_15_7b_config() -> LlavaConfig:
@@ -207,7 +213,6 @@ class LlavaZeroShot:
     inputs = ("image",)
 
     def __init__(self, config: LlavaZeroShotConfig, model: LlavaForConditionalGeneration, processor):
-        check_prompt(config.prompt)
         self.config, self.model, self.processor = config, model.eval(), processor
         processor.tokenizer.padding_side = "left"  # the last position is every prompt's answer position
         self.answer_ids = answer_token_ids(processor.tokenizer)
@@ -217,7 +222,6 @@ class LlavaZeroShot:
     def build(cls, config: LlavaZeroShotConfig, context=None) -> LlavaZeroShot:
         from accelerate import PartialState
 
-        check_prompt(config.prompt)  # before loading the base, which may take minutes
         model = load_base(config.base, config.dtype).to(PartialState().device)
         return cls(config, model, load_processor(config.base))
 
@@ -250,7 +254,6 @@ class LlavaLoRA(nn.Module):
     inputs = ("image",)
 
     def __init__(self, config: LlavaLoRAConfig, model: PeftModel, processor):
-        check_prompt(config.prompt)
         super().__init__()
         self.config, self.model, self.processor = config, model, processor
         processor.tokenizer.padding_side = "left"
@@ -258,7 +261,6 @@ class LlavaLoRA(nn.Module):
 
     @classmethod
     def build(cls, config: LlavaLoRAConfig, context=None) -> LlavaLoRA:
-        check_prompt(config.prompt)
         model = add_lora(load_base(config.base, config.dtype, config.quantization), config)
         return cls(config, model, load_processor(config.base))
 
