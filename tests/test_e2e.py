@@ -142,10 +142,14 @@ def test_every_model_is_in_the_report(repro):
         assert model in summary["models"] and model in html
 
 
-# Known gap (issues 7 and 8): on the demo world's pure pair rule the transformer models do not learn the
-# interaction in the demo's CPU budget (README, "Not reached yet"). Strict: when they do, this fails and
-# the bar moves into the tests above.
-@pytest.mark.xfail(strict=True, reason="MMBT/VisualBERT/LLaVA-LoRA stay near chance on the demo (README)")
-@pytest.mark.parametrize("model", ["mmbt", "visualbert", "llava_lora"])
+@pytest.mark.parametrize("model", ["mmbt", "visualbert"])
 def test_multimodal_transformers_reach_the_demo_bar(repro, model):
-    assert metrics(repro, model)["test_unseen"]["auroc"] >= 0.85
+    for split in ("dev_unseen", "test_unseen"):
+        assert metrics(repro, model)[split]["auroc"] >= 0.85, split
+
+
+# Known gap (issue 8): LoRA on the tiny LLaVA does not learn the pair rule in the demo's CPU budget (README,
+# "Not reached yet"). Strict: when it does, this fails and the bar moves into the tests above.
+@pytest.mark.xfail(strict=True, reason="LLaVA-LoRA stays near chance on the demo (README)")
+def test_llava_lora_reaches_the_demo_bar(repro):
+    assert metrics(repro, "llava_lora")["test_unseen"]["auroc"] >= 0.85

@@ -52,7 +52,8 @@ def test_shapes_ids_and_meta(memes, extracted):
             assert stored["ids"].tolist() == ids
             for tensor in tensors:
                 assert list(stored[tensor].shape) == [len(ids), *meta["shapes"][tensor]]
-    assert json.loads((extracted / "grid" / "meta.json").read_text())["shapes"]["grid"][1:] == [3, 3]
+    grid_meta = json.loads((extracted / "grid" / "meta.json").read_text())
+    assert grid_meta["shapes"]["grid"][1:] == [grid_meta["pool"], grid_meta["pool"]]
     assert "grid" in json.loads((extracted / "regions" / "meta.json").read_text())["box_source"]
 
 

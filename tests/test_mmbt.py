@@ -147,8 +147,25 @@ def test_matches_hf_mmbt_formulation(tiny_bert_dir):
     torch.testing.assert_close(model(batch), expected_logits)
 
 
-def test_save_reload_same_probs(tiny_bert_dir, tmp_path):
-    model = build(tiny_bert_dir, num_image_tokens=4)
+def test_image_layer_norm_normalises_each_image_token(tiny_bert_dir):
+    model = build(tiny_bert_dir, num_image_tokens=4, image_layer_norm=True)
+    with torch.no_grad():
+        model.image_norm.weight.uniform_(0.5, 2.0), model.image_norm.bias.normal_()  # trained-looking values
+    batch = model.collate(make_items(2))
+    captured = {}
+    model.bert.embeddings.register_forward_hook(lambda module, args, kwargs, out: captured.update(kwargs),
+                                                with_kwargs=True)
+    model(batch)
+    projected = model.image_projection(batch["image_features"])  # (B, N, H)
+    expected = torch.nn.functional.layer_norm(projected, projected.shape[-1:], model.image_norm.weight,
+                                              model.image_norm.bias, model.bert.config.layer_norm_eps)
+    torch.testing.assert_close(captured["inputs_embeds"][:, 1:5], expected)
+    assert "image_norm.weight" in model.state_dict() and "image_norm.weight" not in build(tiny_bert_dir).state_dict()
+
+
+@pytest.mark.parametrize("image_layer_norm", [False, True])
+def test_save_reload_same_probs(tiny_bert_dir, tmp_path, image_layer_norm):
+    model = build(tiny_bert_dir, num_image_tokens=4, image_layer_norm=image_layer_norm)
     batch = model.collate(make_items(3))
     probs = torch.sigmoid(model(batch))
     model.save_pretrained(tmp_path / "mmbt")

@@ -130,8 +130,11 @@ def test_loads_visualbert_checkpoint(tiny_bert_dir, tmp_path):
     assert model(model.collate(make_items())).shape == (2,)
 
 
-def test_save_reload_same_probs(tiny_bert_dir, tmp_path):
-    model = build(tiny_bert_dir, tiny_bert_dir)
+@pytest.mark.parametrize("image_layer_norm", [False, True])
+def test_save_reload_same_probs(tiny_bert_dir, tmp_path, image_layer_norm):
+    model = build(tiny_bert_dir, tiny_bert_dir, image_layer_norm=image_layer_norm)
+    if image_layer_norm:
+        assert {"region_norm.weight", "region_norm.bias"} <= set(model.new_keys)
     probs = torch.sigmoid(model(model.collate(make_items(3))))
     model.save_pretrained(tmp_path / "visualbert")
     reloaded = VisualBert.from_pretrained(tmp_path / "visualbert").eval()

@@ -16,6 +16,11 @@ word/position/segment tables, LayerNorm and dropout with the text, as there. (MM
 MMF's classifier: BERT's head transform (dense + activation + LayerNorm) and a linear layer to one logit.
 That hidden layer matters: on the demo's pairwise rule a linear layer on the pooled output stayed at chance
 (dev AUROC 0.53 after 4 epochs), as the interaction of image and text must then be formed inside the encoder.
+
+`image_layer_norm` adds a LayerNorm after the image projection, as LXMERT and UNITER normalise their
+projected visual inputs (HF's MMBT and MMF have none: the default). The demo needs it: on the tiny CNN's
+features (post-ReLU, RMS 0.7) MMBT stayed at chance for 600 steps without it and reached dev_unseen
+AUROC 0.85 in 300 steps with it, the same data and recipe.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class MMBTConfig:
     num_image_tokens: int = 9  # N, grid only (1..9); regions use all K boxes
     max_text_length: int = 32  # tokens, [CLS] and [SEP] included
     dropout: float = 0.1  # before the classifier
+    image_layer_norm: bool = False  # LayerNorm on the projected image features (see the module docstring)
 
 
 def pool_grid(grid: torch.Tensor, num_tokens: int) -> torch.Tensor:
@@ -67,6 +73,8 @@ class MMBT(nn.Module):
         self.bert = bert
         hidden_size = bert.config.hidden_size
         self.image_projection = nn.Linear(image_dim, hidden_size)
+        self.image_norm = nn.LayerNorm(hidden_size, eps=bert.config.layer_norm_eps) if config.image_layer_norm \
+            else nn.Identity()
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Sequential(BertPredictionHeadTransform(bert.config), nn.Linear(hidden_size, 1))  # MMF's
 
@@ -100,7 +108,7 @@ class MMBT(nn.Module):
         input_ids = batch["input_ids"]  # (B, L) with [CLS] first
         text_ids, text_mask = input_ids[:, 1:], batch["attention_mask"][:, 1:]  # (B, L-1): text [SEP] pad
         words = self.bert.get_input_embeddings()
-        image_tokens = self.image_projection(batch["image_features"])  # (B, N, H)
+        image_tokens = self.image_norm(self.image_projection(batch["image_features"]))  # (B, N, H)
         batch_size, num_images = image_tokens.shape[:2]
         sep_ids = torch.full_like(input_ids[:, :1], self.tokenizer.sep_token_id)  # (B, 1)
         inputs_embeds = torch.cat(

