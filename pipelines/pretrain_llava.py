@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hatememes import params as P
 from hatememes.models.llava_tiny import PretrainLlavaParams, build_tiny_base
-from hatememes.pretrain import cpu_threads
+from hatememes.threads import cpu_threads
 
 
 def main(argv: list[str] | None = None) -> int:

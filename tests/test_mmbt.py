@@ -150,7 +150,8 @@ def test_matches_hf_mmbt_formulation(tiny_bert_dir):
 def test_image_layer_norm_normalises_each_image_token(tiny_bert_dir):
     model = build(tiny_bert_dir, num_image_tokens=4, image_layer_norm=True)
     with torch.no_grad():
-        model.image_norm.weight.uniform_(0.5, 2.0), model.image_norm.bias.normal_()  # trained-looking values
+        model.image_norm.weight.uniform_(0.5, 2.0)  # trained-looking values, not the identity of a fresh norm
+        model.image_norm.bias.normal_()
     batch = model.collate(make_items(2))
     captured = {}
     model.bert.embeddings.register_forward_hook(lambda module, args, kwargs, out: captured.update(kwargs),

@@ -19,7 +19,6 @@ from hatememes.data.synthetic import SyntheticConfig, generate_pretrain_corpus  
 from hatememes.pretrain import (  # noqa: E402
     TINY_MODELS,
     PretrainParams,
-    cpu_threads,
     load_split,
     read_pairs,
     register_tiny_configs,
@@ -27,6 +26,7 @@ from hatememes.pretrain import (  # noqa: E402
     train_clip,
     zero_shot_accuracy,
 )
+from hatememes.threads import cpu_threads  # noqa: E402
 
 CORPUS = SyntheticConfig(seed=1, image_size=64, pretrain_pairs=40, heldout_fraction=0.2)
 QUICK = PretrainParams(models=("tiny-vit",), epochs=1, batch_size=16, probe_pairs=32)

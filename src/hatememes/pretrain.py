@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from tqdm import tqdm
 
 from hatememes.data.memes import load_rgb
 from hatememes.data.synthetic import COLORS, OBJECTS
+from hatememes.threads import cpu_threads
 
 CONFIG_DIR = Path(__file__).parent / "features" / "model_configs"
 TINY_MODELS = ("tiny-vit", "tiny-rn")
@@ -186,17 +185,6 @@ def evaluate(model: open_clip.CLIP, tokenizer, train: CorpusSplit, heldout: Corp
         "zero_shot_color_accuracy": zero_shot_accuracy(features, colors, heldout.colors),
         "probe_object_accuracy": probe_accuracy(train_features, train.objects[:probe_pairs], features, heldout.objects),
     }
-
-
-@contextmanager
-def cpu_threads(count: int) -> Iterator[None]:
-    """Run with `count` torch CPU threads, then restore the previous count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def save_checkpoint(model: open_clip.CLIP, path: Path) -> Path:

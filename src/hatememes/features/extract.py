@@ -9,8 +9,7 @@ An extractor provides `preprocess(image, text) -> dict[str, Tensor]` (picklable:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from hatememes.data.memes import Meme, load_rgb, read_split
+from hatememes.threads import cpu_threads
 
 
 class Extractor(Protocol):
@@ -77,18 +77,14 @@ def run_shard(extractor, dataset, batch_size, num_workers, accelerator, desc) ->
     return {name: torch.cat(parts) for name, parts in outputs.items()}
 
 
-@contextmanager
-def model_threads(device: torch.device, num_workers: int) -> Iterator[None]:
+def model_threads(device: torch.device, num_workers: int) -> AbstractContextManager[None]:
     """On CPU, leave the DataLoader workers their cores and give the model the rest (at least one).
 
     Measured on 2 cores with the demo's tiny CLIP (forward 5,500 img/s, PNG decode + resize 0.45 ms per
     image and core): 1,800 img/s this way, 1,050 img/s with 2 workers and 2 model threads spinning on the
     same 2 cores, 1,270 img/s with no workers. A model much slower than the decoding (ViT-L-14 on a CPU)
     would rather have every core: set `features.num_workers: 0` for it."""
-    previous = torch.get_num_threads()
+    count = torch.get_num_threads()
     if device.type == "cpu" and num_workers > 0:
-        torch.set_num_threads(max(1, min(previous, len(os.sched_getaffinity(0)) - num_workers)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+        count = max(1, min(count, len(os.sched_getaffinity(0)) - num_workers))
+    return cpu_threads(count)

@@ -19,8 +19,8 @@ That hidden layer matters: on the demo's pairwise rule a linear layer on the poo
 
 `image_layer_norm` adds a LayerNorm after the image projection, as LXMERT and UNITER normalise their
 projected visual inputs (HF's MMBT and MMF have none: the default). The demo needs it: on the tiny CNN's
-features (post-ReLU, RMS 0.7) MMBT stayed at chance for 600 steps without it and reached dev_unseen
-AUROC 0.85 in 300 steps with it, the same data and recipe.
+features (post-ReLU, RMS 0.7), same data, seed and optimiser, MMBT's dev_unseen AUROC after 300 steps was
+0.52 without it and 0.85 with it.
 """
 
 from __future__ import annotations
