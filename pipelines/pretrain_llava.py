@@ -40,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     with cpu_threads(config.threads):
         build_tiny_base(args.corpus, args.out, config.tiny)
     log = json.loads((args.out / "pretrain_log.json").read_text(encoding="utf-8"))
-    print(f"tiny LLaVA base in {log['seconds']} s: held-out shape accuracy {log['heldout_shape_accuracy']:.3f} "
-          f"-> {args.out}")
+    probe = {key: "n/a" if value is None else f"{value:.3f}" for key, value in (log["answer_probe"] or {}).items()}
+    print(f"tiny LLaVA base in {log['seconds']} s: held-out shape accuracy {log['heldout_shape_accuracy']:.3f}; "
+          f"linear probes of the meme prompt's answer position: image object {probe.get('image_object', 'n/a')}, "
+          f"quoted text's object {probe.get('text_object', 'n/a')} -> {args.out}")
     return 0
 
 

@@ -148,8 +148,10 @@ def test_multimodal_transformers_reach_the_demo_bar(repro, model):
         assert metrics(repro, model)[split]["auroc"] >= 0.85, split
 
 
-# Known gap (issue 8): LoRA on the tiny LLaVA does not learn the pair rule in the demo's CPU budget (README,
-# "Not reached yet"). Strict: when it does, this fails and the bar moves into the tests above.
-@pytest.mark.xfail(strict=True, reason="LLaVA-LoRA stays near chance on the demo (README)")
-def test_llava_lora_reaches_the_demo_bar(repro):
-    assert metrics(repro, "llava_lora")["test_unseen"]["auroc"] >= 0.85
+def test_llava_lora_learns_what_zero_shot_does_not(repro):
+    """Issue 8's bar: LoRA on the tiny LLaVA base beats its zero-shot answer on every labelled split and
+    reaches 0.85 on test_unseen."""
+    lora, zero_shot = metrics(repro, "llava_lora"), metrics(repro, "llava_zeroshot")
+    for split in ("dev_seen", "dev_unseen", "test_seen", "test_unseen"):
+        assert lora[split]["auroc"] > zero_shot[split]["auroc"], split
+    assert lora["test_unseen"]["auroc"] >= 0.85

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -94,3 +95,15 @@ def test_grid_boxes_cover_scales_and_geometry():
     assert boxes[0].tolist() == [0, 0, 1, 1]
     assert boxes[1:5].tolist() == [[0, 0, .5, .5], [.5, 0, 1, .5], [0, .5, .5, 1], [.5, .5, 1, 1]]
     assert box_geometry(boxes)[0].tolist() == [0, 0, 1, 1, 1, 1]
+
+
+def test_benchmark_times_the_stage_against_the_bare_forward(memes):
+    path = Path(__file__).parents[1] / "benchmarks" / "features.py"
+    spec = importlib.util.spec_from_file_location("features_benchmark", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    rows = benchmark.main(["--memes", str(memes), "--split", "train", "--images", "4", "--extractors", "clip",
+                           "--clip-model", "ViT-B-32", *RANDOM])
+    assert [row["extractor"] for row in rows] == ["clip"]
+    assert rows[0]["stage"] > 0 and rows[0]["bare"] > 0
+    assert rows[0]["ratio"] == pytest.approx(rows[0]["stage"] / rows[0]["bare"])

@@ -353,7 +353,11 @@ def test_lora_learns_a_pairwise_image_text_rule(tmp_path):
     """The base knows the colours (pretrained here); LoRA alone learns which pairs are hateful."""
     corpus = write_corpus(tmp_path / "corpus", 600)
     base = build_tiny_base(corpus, tmp_path / "base", TinyLlavaConfig(vision_epochs=6, epochs=6))
-    assert json.loads((base / "pretrain_log.json").read_text())["heldout_shape_accuracy"] >= 0.9
+    log = json.loads((base / "pretrain_log.json").read_text())
+    assert log["heldout_shape_accuracy"] >= 0.9
+    # before any LoRA, the meme prompt's answer position already reads both sides of the rule (chance 0.25;
+    # 60 held-out pairs)
+    assert log["answer_probe"]["image_object"] >= 0.75 and log["answer_probe"]["text_object"] >= 0.75
     model = lora(base)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1.0e-3)
     train, test = memes(512, 10), memes(256, 11)
@@ -386,6 +390,7 @@ def test_pretrain_llava_stage_builds_a_base_the_classifiers_load(tmp_path):
     assert load_stage().main(["--corpus", str(corpus), "--out", str(out), "--params", str(params)]) == 0
     log = json.loads((out / "pretrain_log.json").read_text())
     assert log["pairs"] == 54 and 0.0 <= log["heldout_shape_accuracy"] <= 1.0
+    assert set(log["answer_probe"]) == {"image_object", "text_object"}
     probs = LlavaZeroShot.build(LlavaZeroShotConfig(base=str(out), dtype="float32")).predict_proba(memes(4, 5))
     assert probs.shape == (4,) and np.all((probs > 0) & (probs < 1))
 

@@ -18,8 +18,18 @@ descriptions and the prompts, and pretrains in two stages on the corpus's traini
     ... Does the text name the shape in the image? Answer yes or no. ASSISTANT: No</s>   this one)
 
 The questions share the meme prompt's frame, so the answer position learns to read both the image and the
-quoted text; whether a meme is hateful is never taught here. The model and processor are saved with
-`save_pretrained`, so the demo points `base:` at that folder exactly as the full profile points at
+quoted text; whether a meme is hateful is never taught here. `answer_probe` measures that it does: linear
+probes of the last hidden state at the meme prompt's answer position, for the image's object and the quoted
+text's. The demo's rule is a table over the two with no signal in either alone, so LoRA can only learn it
+if both are already there; measured on the demo corpus (held-out pairs) and memes (test_unseen):
+
+    stage 0 / 1 epochs   probe image / text   llava_lora test_unseen
+    24 / 4               0.74 / 0.21          0.50 (train loss 0.73: not even the training memes)
+    24 / 16              0.65 / 0.89          0.74 (40 LoRA epochs; the others 16)
+    48 / 10              0.92 / 0.96          0.91
+    48 / 16              0.95 / 0.82          0.95
+
+(the defaults are 48 / 16). The model and processor are saved with `save_pretrained`, so the demo points `base:` at that folder exactly as the full profile points at
 `llava-hf/llava-1.5-7b-hf`. Corpus layout (hatememes.data.synthetic): `pairs.jsonl` lines
 {"image": "images/000001.png", "text": ..., "object": ..., "color": ..., "split": "train" | "heldout"}.
 """
@@ -32,8 +42,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from torch import nn
 from transformers import (
@@ -56,6 +69,7 @@ IMAGE_SHAPE = "What shape is in the image?"
 TEXT_SHAPE = "Which shape does the text name?"
 MATCH = "Does the text name the shape in the image? Answer yes or no."
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<image>")
+PROBE_PAIRS = 2000  # training pairs the answer-position probes are fitted on
 
 
 @dataclass(frozen=True)
@@ -66,10 +80,10 @@ class TinyLlavaConfig:
     num_layers: int = 2  # vision and text
     num_heads: int = 4
     vocab_size: int = 1024  # upper bound for the BPE tokenizer
-    vision_epochs: int = 24  # stage 0: the vision tower (shapes are learnt late: loss drops after ~12)
+    vision_epochs: int = 48  # stage 0: the vision tower (shapes are learnt late: held-out object 0.80 after 24)
     vision_lr: float = 5.0e-3
     shift: int = 0  # stage 0 augmentation: random translation by up to this many pixels (0: none)
-    epochs: int = 4  # stage 1: projector + language model
+    epochs: int = 16  # stage 1: projector + language model (after 4 the answer does not read the quoted text)
     batch_size: int = 64
     lr: float = 3.0e-3
     seed: int = 0
@@ -290,6 +304,43 @@ def shape_accuracy(model: LlavaForConditionalGeneration, processor: LlavaProcess
     return hits / len(pairs)
 
 
+@torch.no_grad()
+def answer_probe(model: LlavaForConditionalGeneration, processor: LlavaProcessor, corpus_dir: Path,
+                 train: list[dict], heldout: list[dict], seed: int = 0) -> dict[str, float] | None:
+    """What the meme prompt's answer position knows before any LoRA: linear probes of the language model's
+    last hidden state there, with the meme prompt quoting another pair's description, fitted on `train`
+    pairs and scored on `heldout` ones: accuracy for the object in the image and for the object the quoted
+    text names. A rule over the two (what the LoRA stage must learn) needs both to be there."""
+    if not train or not heldout:
+        return None
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+
+    def states(pairs: list[dict]) -> tuple[np.ndarray, list[str], list[str]]:
+        others = [pairs[k] for k in torch.randperm(len(pairs), generator=generator).tolist()]
+        rows = []
+        for start in range(0, len(pairs), 128):
+            chunk, quoted = pairs[start : start + 128], others[start : start + 128]
+            batch = processor(images=[load_rgb(Path(corpus_dir) / pair["image"]) for pair in chunk],
+                              text=[DEFAULT_PROMPT.format(text=other["text"]) for other in quoted],
+                              padding=True, return_tensors="pt")
+            rows.append(model(**batch, output_hidden_states=True).hidden_states[-1][:, -1])  # (B, hidden)
+        return (torch.cat(rows).float().numpy(), [pair["object"] for pair in pairs],
+                [other["object"] for other in others])
+
+    x_train, image_train, text_train = states(train)
+    x_heldout, image_heldout, text_heldout = states(heldout)
+    scale = StandardScaler().fit(x_train)
+    x_train, x_heldout = scale.transform(x_train), scale.transform(x_heldout)
+
+    def accuracy(train_labels: list[str], heldout_labels: list[str]) -> float | None:
+        if len(set(train_labels)) < 2:  # a one-object corpus: nothing to tell apart
+            return None
+        return LogisticRegression(max_iter=2000).fit(x_train, train_labels).score(x_heldout, heldout_labels)
+
+    return {"image_object": accuracy(image_train, image_heldout), "text_object": accuracy(text_train, text_heldout)}
+
+
 def build_tiny_base(corpus_dir: str | Path, out_dir: str | Path, config: TinyLlavaConfig) -> Path:
     """Build, pretrain (feature alignment) and save the tiny LLaVA base; writes `pretrain_log.json` beside it."""
     start = time.perf_counter()
@@ -310,8 +361,10 @@ def build_tiny_base(corpus_dir: str | Path, out_dir: str | Path, config: TinyLla
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
+    heldout = read_pairs(corpus_dir, "heldout")
     log = {"config": asdict(config), "pairs": len(pairs), "seconds": round(time.perf_counter() - start, 1),
-           "heldout_shape_accuracy": shape_accuracy(model, processor, corpus_dir, read_pairs(corpus_dir, "heldout")),
+           "heldout_shape_accuracy": shape_accuracy(model, processor, corpus_dir, heldout),
+           "answer_probe": answer_probe(model, processor, corpus_dir, pairs[:PROBE_PAIRS], heldout, config.seed),
            "vision_epoch_loss": vision_losses, "epoch_loss": losses}
     (out_dir / "pretrain_log.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
     return out_dir
