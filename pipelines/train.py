@@ -11,6 +11,7 @@ fitted ones (probes, numpy networks, zero-shot) with their own `fit`. A killed r
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 
@@ -64,7 +65,9 @@ def fit_and_save(name: str, params: dict, memes: Path, features_dir: Path, out: 
     summary = {"name": name, "dev_split": dev_split}
     if isinstance(model, nn.Module):
         loop = P.section(params, f"train.{name}.loop", LoopParams)
-        fingerprint = {"params": P.resolved(params)["train"][name], "data": data_hashes(memes, features)}
+        section = P.resolved(params)["train"][name]
+        fingerprint = {"params": section, "memes": memes_hashes(memes),
+                       "inputs": input_digests(section, list(features.values()))}
         discard_stale_checkpoints(out / "checkpoints", fingerprint)
         result = train(model, train_items, dev_items, loop, out)
         summary.update(best_dev_auroc=result.best_auroc, best_epoch=result.best_epoch, epochs_run=result.epochs_run)
@@ -78,11 +81,36 @@ def fit_and_save(name: str, params: dict, memes: Path, features_dir: Path, out: 
         print(f"{name}: saved to {out}")
 
 
-def data_hashes(memes: Path, features: dict[str, Path]) -> dict:
-    hashes = {"memes": {s: v["sha256"] for s, v in read_json(memes / "manifest.json")["splits"].items()}}
-    for name, folder in features.items():
-        hashes[name] = {key: read_json(folder / "meta.json").get(key) for key in ("model", "backbone", "pretrained")}
-    return hashes
+def memes_hashes(memes: Path) -> dict:
+    return {split: value["sha256"] for split, value in read_json(memes / "manifest.json")["splits"].items()}
+
+
+def input_digests(section: dict, folders: list[Path]) -> dict[str, str]:
+    """sha256 of every file the run starts from besides the memes: the feature folders it reads and any local
+    file or folder its params name (the demo's LLaVA base, a checkpoint). Paths alone are not enough: a stage
+    upstream rewrites `data/llava-tiny` in place, and a run must not resume on top of the old one."""
+    paths = list(folders) + [Path(value) for value in string_values(section) if is_local_path(value)]
+    digests = {}
+    for root in paths:
+        for file in [root] if root.is_file() else sorted(path for path in root.rglob("*") if path.is_file()):
+            with file.open("rb") as handle:
+                digests[str(file)] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return digests
+
+
+def string_values(value) -> list[str]:
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in string_values(item)]
+    if isinstance(value, list | tuple):
+        return [text for item in value for text in string_values(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def is_local_path(value: str) -> bool:
+    try:
+        return bool(value.strip()) and Path(value).exists()
+    except (OSError, ValueError):  # a prompt is no path: too long, or a NUL in it
+        return False
 
 
 def discard_stale_checkpoints(checkpoints: Path, fingerprint: dict) -> None:

@@ -68,3 +68,30 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_predictions(tmp_p
     assert resumed.returncode == 0, output[-2000:]
     assert "resuming from step-" in output and "epoch-0001" in output  # it continued, it did not start over
     np.testing.assert_array_equal(np.load(interrupted / "probs.npy"), np.load(reference / "probs.npy"))
+
+
+def test_a_rewritten_base_model_discards_the_checkpoints_of_the_old_one(tmp_path, monkeypatch):
+    """The base folder keeps its name when the stage upstream rebuilds it: its contents decide."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "pipelines"))
+    import train as stage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "model.safetensors").write_bytes(b"old weights")
+    (tmp_path / "features").mkdir()
+    (tmp_path / "features" / "train.safetensors").write_bytes(b"features")
+    section = {"model": {"base": "base", "prompt": "USER: <image>\n" + "x" * 5000}, "loop": {"epochs": 2}}
+    checkpoints = tmp_path / "checkpoints"
+
+    def fingerprint() -> dict:
+        return {"params": section, "inputs": stage.input_digests(section, [tmp_path / "features"])}
+
+    assert sorted(fingerprint()["inputs"]) == [str(tmp_path / "features" / "train.safetensors"),
+                                               str(Path("base") / "model.safetensors")]
+    stage.discard_stale_checkpoints(checkpoints, fingerprint())
+    (checkpoints / "step-00000002").mkdir()
+    stage.discard_stale_checkpoints(checkpoints, fingerprint())  # same inputs: resumable
+    assert (checkpoints / "step-00000002").is_dir()
+    (tmp_path / "base" / "model.safetensors").write_bytes(b"new weights")  # same size, same name
+    stage.discard_stale_checkpoints(checkpoints, fingerprint())
+    assert not (checkpoints / "step-00000002").exists()
