@@ -27,10 +27,11 @@ if both are already there; measured on the demo corpus (held-out pairs) and meme
     24 / 4               0.74 / 0.21          0.50 (train loss 0.73: not even the training memes)
     24 / 16              0.65 / 0.89          0.74 (40 LoRA epochs; the others 16)
     48 / 10              0.92 / 0.96          0.91
-    48 / 16              0.95 / 0.82          0.95
+    48 / 16              0.95 / 0.82          0.94-0.95 (two runs)
 
-(the defaults are 48 / 16). The model and processor are saved with `save_pretrained`, so the demo points `base:` at that folder exactly as the full profile points at
-`llava-hf/llava-1.5-7b-hf`. Corpus layout (hatememes.data.synthetic): `pairs.jsonl` lines
+(the defaults are 48 / 16). The model and processor are saved with `save_pretrained`, so the demo points
+`base:` at that folder exactly as the full profile points at `llava-hf/llava-1.5-7b-hf`. Corpus layout
+(hatememes.data.synthetic): `pairs.jsonl` lines
 {"image": "images/000001.png", "text": ..., "object": ..., "color": ..., "split": "train" | "heldout"}.
 """
 
