@@ -107,3 +107,21 @@ def test_benchmark_times_the_stage_against_the_bare_forward(memes):
     assert [row["extractor"] for row in rows] == ["clip"]
     assert rows[0]["stage"] > 0 and rows[0]["bare"] > 0
     assert rows[0]["ratio"] == pytest.approx(rows[0]["stage"] / rows[0]["bare"])
+
+
+def test_the_model_keeps_the_thread_count_that_ran_faster():
+    from hatememes.features.extract import ModelThreads
+    from hatememes.threads import cpu_threads
+
+    cpu = torch.device("cpu")
+    with cpu_threads(2):
+        assert ModelThreads(cpu, num_workers=0, cores=2).count == 2  # no workers: nothing to leave them
+        for seconds_on, winner in (({1: 0.5, 2: 0.25}, 2), ({1: 0.3, 2: 0.5}, 1), ({1: 0.3, 2: 0.29}, 1)):
+            threads = ModelThreads(cpu, num_workers=1, cores=2)
+            assert threads.count == 1
+            with cpu_threads(threads.count):
+                for _ in range(10):  # a batch of 64 images takes seconds_on[the thread count it ran with]
+                    threads.observe(seconds_on[torch.get_num_threads()], 64)
+                    assert torch.get_num_threads() == threads.count
+                assert threads.count == winner, seconds_on
+            assert torch.get_num_threads() == 2
