@@ -11,7 +11,6 @@ fitted ones (probes, numpy networks, zero-shot) with their own `fit`. A killed r
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from torch import nn
 from hatememes import params as P
 from hatememes.data.memes import read_split
 from hatememes.data.readers import FEATURE_TENSORS, load_items
+from hatememes.data.sources import sha256_file
 from hatememes.files import read_json, report_write_error, write_json
 from hatememes.models import MODELS, BuildContext, get_model_class
 from hatememes.training import LoopParams, train, train_params
@@ -90,12 +90,9 @@ def input_digests(section: dict, folders: list[Path]) -> dict[str, str]:
     file or folder its params name (the demo's LLaVA base, a checkpoint). Paths alone are not enough: a stage
     upstream rewrites `data/llava-tiny` in place, and a run must not resume on top of the old one."""
     paths = list(folders) + [Path(value) for value in string_values(section) if is_local_path(value)]
-    digests = {}
-    for root in paths:
-        for file in [root] if root.is_file() else sorted(path for path in root.rglob("*") if path.is_file()):
-            with file.open("rb") as handle:
-                digests[str(file)] = hashlib.file_digest(handle, "sha256").hexdigest()
-    return digests
+    files = [file for root in paths
+             for file in ([root] if root.is_file() else sorted(path for path in root.rglob("*") if path.is_file()))]
+    return {str(file): sha256_file(file) for file in files}
 
 
 def string_values(value) -> list[str]:
