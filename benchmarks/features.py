@@ -6,7 +6,8 @@ the model) against the bare model forward on the same, already decoded batches.
                                                                           # bf16 on GPU; prints MFU too
     python benchmarks/features.py --extractors clip --clip-model ViT-B-32 # any open_clip architecture, random
                                                                           # weights (a real-size model on CPU)
-Prints images/s of both and their ratio (1.0 = the input pipeline costs nothing). The demo's tiny CLIP
+Prints images/s of both (medians of --repeats rounds that time them in turn, as a shared machine's speed
+drifts by 5% from one minute to the next) and their ratio (1.0 = the input pipeline costs nothing). The demo's tiny CLIP
 costs less per image than decoding the image does, so its ratio shows the decoder, not the pipeline; a
 real-size architecture shows what the stage adds to the model.
 """
@@ -14,6 +15,7 @@ real-size architecture shows what the stage adds to the model.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--memes", type=Path, default=Path("data/memes"))
     parser.add_argument("--split", default="test_unseen")
     parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3, help="stage and bare timed in turn; medians")
     parser.add_argument("--extractors", nargs="+", default=["clip", "grid", "regions"])
     parser.add_argument("--full-clip", action="store_true", help="open_clip ViT-L-14 with random weights")
     parser.add_argument("--clip-model", help="the clip extractor as this open_clip architecture, random weights")
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     memes = read_split(args.memes, args.split)[: args.images]
     print(f"{len(memes)} memes of {args.split}, batch {config.batch_size}, {config.num_workers} workers, "
           f"{torch.get_num_threads()} threads, {device}")
-    print(f"{'extractor':10s} {'stage img/s':>12s} {'bare img/s':>11s} {'ratio':>6s}")
+    print(f"{'extractor':10s} {'stage img/s':>12s} {'bare img/s':>11s} {'ratio':>6s} {'rounds':>9s}")
     rows = []
     for name in args.extractors:
         if name == "clip" and (args.full_clip or args.clip_model):
@@ -102,15 +105,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         else:
             extractor = build_extractor(name, config)
         extractor.model.to(device)
-        stage = stage_rate(extractor, args.memes, memes, config.batch_size, config.num_workers, accelerator)
-        bare = bare_rate(extractor, bare_batches(extractor, args.memes, memes, config.batch_size, device), device)
-        line = f"{name:10s} {stage:12.1f} {bare:11.1f} {stage / bare:6.2f}"
+        batches = bare_batches(extractor, args.memes, memes, config.batch_size, device)
+        rates = [(stage_rate(extractor, args.memes, memes, config.batch_size, config.num_workers, accelerator),
+                  bare_rate(extractor, batches, device)) for _ in range(args.repeats)]
+        stage, bare = statistics.median(s for s, _ in rates), statistics.median(b for _, b in rates)
+        ratios = [s / b for s, b in rates]
+        line = f"{name:10s} {stage:12.1f} {bare:11.1f} {stage / bare:6.2f} {min(ratios):.2f}-{max(ratios):.2f}"
         if name == "clip" and device.type == "cuda" and hasattr(extractor.model.visual, "transformer"):  # a ViT
             peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in torch.cuda.get_device_name()), None)
             if peak:
                 line += f"  MFU {vit_flops_per_image(extractor) * stage / peak:.1%} (image tower)"
         print(line)
-        rows.append({"extractor": name, "stage": stage, "bare": bare, "ratio": stage / bare})
+        rows.append({"extractor": name, "stage": stage, "bare": bare, "ratio": stage / bare, "rounds": ratios})
     return rows
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,10 +104,11 @@ def test_benchmark_times_the_stage_against_the_bare_forward(memes):
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
     rows = benchmark.main(["--memes", str(memes), "--split", "train", "--images", "4", "--extractors", "clip",
-                           "--clip-model", "ViT-B-32", *RANDOM])
+                           "--clip-model", "ViT-B-32", "--repeats", "2", *RANDOM])
     assert [row["extractor"] for row in rows] == ["clip"]
     assert rows[0]["stage"] > 0 and rows[0]["bare"] > 0
     assert rows[0]["ratio"] == pytest.approx(rows[0]["stage"] / rows[0]["bare"])
+    assert len(rows[0]["rounds"]) == 2  # stage and bare timed in turn, twice
 
 
 def test_the_model_keeps_the_thread_count_that_ran_faster():
@@ -125,3 +127,54 @@ def test_the_model_keeps_the_thread_count_that_ran_faster():
                     assert torch.get_num_threads() == threads.count
                 assert threads.count == winner, seconds_on
             assert torch.get_num_threads() == 2
+
+
+class TimedInputs(torch.utils.data.Dataset):
+    """Items that take `decode_seconds` each to make, for a model that takes `forward_seconds` per batch."""
+
+    def __init__(self, size: int, decode_seconds: float):
+        self.size, self.decode_seconds = size, decode_seconds
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        time.sleep(self.decode_seconds)
+        return {"x": torch.tensor([float(index)])}
+
+
+@pytest.mark.parametrize("decode_seconds, forward_seconds, workers", [
+    (0.0005, 0.2, 0),  # a model that costs 100 x its decode: decode between batches, the model keeps the cores
+    (0.03, 0.0, 2),    # a model cheaper than its decode: workers decode beside it
+])
+def test_the_stage_decodes_where_it_is_faster(decode_seconds, forward_seconds, workers):
+    from hatememes.features.extract import where_to_decode
+    from hatememes.threads import cpu_threads
+
+    seen = []
+
+    def encode(batch):
+        time.sleep(forward_seconds)
+        seen.extend(batch["x"].flatten().tolist())
+        return len(batch["x"])
+
+    with cpu_threads(2):  # the model's threads, which workers would take a core from
+        assert where_to_decode(TimedInputs(12, decode_seconds), 4, 2, encode, cores=2) == (8, workers)
+        assert seen == list(range(8))  # the first two batches, encoded in order: nothing decoded twice or lost
+        assert where_to_decode(TimedInputs(8, decode_seconds), 4, 2, encode, cores=2) == (0, 0)  # two batches
+
+
+def test_every_decode_plan_gives_the_rows_in_order(memes):
+    from accelerate import Accelerator
+
+    from hatememes.features.extract import MemeInputs, run_shard
+
+    extractor = ClipExtractor(ClipParams(model="tiny-rn", pretrained=""))
+    split = read_split(memes, "train")
+    dataset = MemeInputs(memes, split, extractor.preprocess)
+    rows = {workers: run_shard(extractor, dataset, 2, workers, Accelerator(cpu=True), "train")
+            for workers in (0, 1)}
+    assert len(split) > 4  # so that the run with a worker chose a plan after two batches
+    for name in rows[0]:
+        assert len(rows[0][name]) == len(split)
+        torch.testing.assert_close(rows[1][name], rows[0][name], rtol=0, atol=1e-6)

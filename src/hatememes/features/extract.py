@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from tqdm.auto import tqdm
 
 from hatememes.data.memes import Meme, load_rgb, read_split
@@ -63,23 +63,61 @@ def extract_split(
 def run_shard(extractor, dataset, batch_size, num_workers, accelerator, desc) -> dict[str, torch.Tensor]:
     if len(dataset) == 0:
         return {}
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=False)
     device = accelerator.device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     outputs: dict[str, list[torch.Tensor]] = {}
     bar = tqdm(total=len(dataset), desc=f"{desc}", unit="img", disable=not accelerator.is_local_main_process)
-    threads = ModelThreads(device, num_workers)
-    with torch.inference_mode(), autocast, bar, cpu_threads(threads.count):
-        batches, started = iter(loader), time.perf_counter()
-        for batch in batches:
-            batch = {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
-            for name, tensor in extractor.encode(batch).items():
-                outputs.setdefault(name, []).append(tensor.float().cpu())
-            images = len(next(iter(batch.values())))
-            bar.update(images)
-            threads.observe(time.perf_counter() - started, images)  # waiting for the batch + computing it
-            started = time.perf_counter()
+
+    def encode(batch: dict[str, torch.Tensor]) -> int:
+        batch = {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
+        for name, tensor in extractor.encode(batch).items():
+            outputs.setdefault(name, []).append(tensor.float().cpu())
+        images = len(next(iter(batch.values())))
+        bar.update(images)
+        return images
+
+    with torch.inference_mode(), autocast, bar:
+        done = 0
+        if device.type == "cpu" and num_workers > 0:
+            done, num_workers = where_to_decode(dataset, batch_size, num_workers, encode)
+            bar.set_postfix_str(f"decoding in {num_workers} workers" if num_workers else "decoding between batches")
+        rest = Subset(dataset, range(done, len(dataset)))  # the same batch boundaries as one loader over all
+        loader = DataLoader(rest, batch_size=batch_size, num_workers=num_workers, persistent_workers=False)
+        threads = ModelThreads(device, num_workers)
+        with cpu_threads(threads.count):
+            batches, started = iter(loader), time.perf_counter()
+            for batch in batches:
+                images = encode(batch)
+                threads.observe(time.perf_counter() - started, images)  # waiting for the batch + computing it
+                started = time.perf_counter()
     return {name: torch.cat(parts) for name, parts in outputs.items()}
+
+
+def where_to_decode(dataset, batch_size, num_workers, encode, cores: int | None = None) -> tuple[int, int]:
+    """On CPU, decode in `num_workers` DataLoader workers or in this process between the model's batches?
+
+    Workers run beside the model but take cores from it; decoding here stops the model for the decode but
+    leaves it every core. This process decodes and `encode`s the first two batches itself (the first warms
+    the model up), times the second, and returns (images done, workers for the rest): 0 workers when decode
+    + forward on all threads beats the slower of the workers' decode and the forward on the cores they leave
+    (assumed to scale with threads). Splits of at most two batches are decoded here whole.
+
+    Measured on 2 cores with 112-px PNGs, whose decode + preprocess costs 0.5-0.7 ms per image: a ViT-B-32
+    (55 ms per image on 2 threads, 105 on 1) decodes here, stage/bare 0.95 against 0.73 with 2 workers and
+    the thread trial; the demo's tiny CLIP (0.17 ms per image on 2 threads) keeps its workers."""
+    cores = len(os.sched_getaffinity(0)) if cores is None else cores
+    if len(dataset) <= 2 * batch_size:
+        return 0, 0
+    threads = torch.get_num_threads()
+    for start in (0, batch_size):
+        began = time.perf_counter()
+        batch = default_collate([dataset[i] for i in range(start, start + batch_size)])
+        decoded = time.perf_counter()
+        encode(batch)
+        decode, forward = decoded - began, time.perf_counter() - decoded
+    left = max(1, min(threads, cores - num_workers))
+    in_workers = max(decode / num_workers, forward * threads / left)
+    return 2 * batch_size, 0 if decode + forward <= in_workers else num_workers
 
 
 class ModelThreads:
@@ -89,8 +127,8 @@ class ModelThreads:
 
     Measured on 2 cores. The demo's tiny CLIP (forward 5,500 img/s, PNG decode + resize 0.45 ms per image and
     core) is bound by the workers: 1,800 img/s on 1 thread, 1,050 img/s with 2 model threads spinning on the
-    workers' cores. A ViT-B-32 is bound by itself: 10 img/s on 1 thread against 18 bare on 2. The thread
-    count does not change the features (CPU kernels split rows, not sums: tested bit-identical)."""
+    workers' cores. (A model bound by itself, such as a ViT-B-32, gets no workers: see `where_to_decode`.)
+    The thread count does not change the features (CPU kernels split rows, not sums: tested bit-identical)."""
 
     TRIAL_BATCHES = 2  # per setting, after the first batch (which also waits for the workers to start)
 
