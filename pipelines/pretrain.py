@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         summary = generate_pretrain_corpus(corpus, P.section(params, "fetch.synthetic", SyntheticConfig))
         print(f"corpus: {summary['pairs']} pairs in {time.perf_counter() - started:.1f}s -> {corpus}")
+    started = time.perf_counter()
     metrics = pretrain(corpus, args.out, config)
     print(json.dumps(metrics, indent=2))
+    print(f"pretrain: {time.perf_counter() - started:.1f}s -> {args.out}")
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from hatememes import params as P
@@ -37,11 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.corpus / "pairs.jsonl").is_file():
         print(f"pretrain_llava: {args.corpus / 'pairs.jsonl'}: not found (run the pretrain stage)", file=sys.stderr)
         return 1
+    started = time.perf_counter()
     with cpu_threads(config.threads):
         build_tiny_base(args.corpus, args.out, config.tiny)
+    seconds = time.perf_counter() - started
     log = json.loads((args.out / "pretrain_log.json").read_text(encoding="utf-8"))
     probe = {key: "n/a" if value is None else f"{value:.3f}" for key, value in (log["answer_probe"] or {}).items()}
-    print(f"tiny LLaVA base in {log['seconds']} s: held-out shape accuracy {log['heldout_shape_accuracy']:.3f}; "
+    print(f"tiny LLaVA base in {seconds:.1f} s: held-out shape accuracy {log['heldout_shape_accuracy']:.3f}; "
           f"linear probes of the meme prompt's answer position: image object {probe.get('image_object', 'n/a')}, "
           f"quoted text's object {probe.get('text_object', 'n/a')} -> {args.out}")
     return 0
