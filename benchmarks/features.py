@@ -7,9 +7,9 @@ the model) against the bare model forward on the same, already decoded batches.
     python benchmarks/features.py --extractors clip --clip-model ViT-B-32 # any open_clip architecture, random
                                                                           # weights (a real-size model on CPU)
 Prints images/s of both (medians of --repeats rounds that time them in turn, as a shared machine's speed
-drifts by 5% from one minute to the next) and their ratio (1.0 = the input pipeline costs nothing). The demo's tiny CLIP
-costs less per image than decoding the image does, so its ratio shows the decoder, not the pipeline; a
-real-size architecture shows what the stage adds to the model.
+drifts by 5% from one minute to the next) and their ratio (1.0 = the input pipeline costs nothing). The
+demo's tiny CLIP costs less per image than decoding the image does, so its ratio shows the decoder, not
+the pipeline; a real-size architecture shows what the stage adds to the model.
 """
 
 from __future__ import annotations

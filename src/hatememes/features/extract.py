@@ -103,8 +103,8 @@ def where_to_decode(dataset, batch_size, num_workers, encode, cores: int | None 
     (assumed to scale with threads). Splits of at most two batches are decoded here whole.
 
     Measured on 2 cores with 112-px PNGs, whose decode + preprocess costs 0.5-0.7 ms per image: a ViT-B-32
-    (55 ms per image on 2 threads, 105 on 1) decodes here, stage/bare 0.95 against 0.73 with 2 workers and
-    the thread trial; the demo's tiny CLIP (0.17 ms per image on 2 threads) keeps its workers."""
+    (55 ms per image on 2 threads, 105 on 1) decodes here, stage/bare 0.95-0.99 against 0.73 with 2 workers
+    and the thread trial; the demo's tiny CLIP (0.17-0.20 ms per image on 2 threads) keeps its workers."""
     cores = len(os.sched_getaffinity(0)) if cores is None else cores
     if len(dataset) <= 2 * batch_size:
         return 0, 0
