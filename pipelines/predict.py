@@ -1,7 +1,14 @@
-"""Score new memes with any trained model: prints P(hateful).
+"""Score new memes with any trained model.
 
-    python pipelines/predict.py --model models/clip_fusion --image meme.png --text "look at this"
-    python pipelines/predict.py --model models/mmbt --jsonl new_memes.jsonl     # {"img", "text"} a line
+    python pipelines/predict.py --model models/clip_fusion --image meme.png --text "look at this"   # prints P(hateful)
+    python pipelines/predict.py --model models/clip_fusion --input new_memes.jsonl --out scores.jsonl
+    python pipelines/predict.py --model models/mmbt --input data/raw      # a folder in the official layout
+
+A batch (`--input`: a JSON-lines file of {"id", "img", "text"}, `img` relative to the file, or a folder
+whose every `*.jsonl` is read that way; `img` may also be absolute) gives one line of JSON per meme: `id`, `proba` = P(hateful),
+`label` at the model's dev threshold (from `eval/<model>/metrics.json`, as the evaluate stage chose it on
+the dev split; `--threshold` sets one) and `model`; a folder adds `split`. Every record is checked as the
+fetch stage checks it: bad ones are listed with their file, line and id, and nothing is scored.
 
 Models on cached features get them computed here with the extractor the model was trained with (its
 params.json), so a meme scores exactly as it would inside the pipeline.
@@ -14,27 +21,47 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 
-from hatememes.data.memes import Meme, load_rgb
-from hatememes.data.readers import FEATURE_TENSORS, MemeItems
-from hatememes.features import FeaturesParams, build_extractor
-from hatememes.files import read_json
-from hatememes.inference import load_model, score
-from hatememes.params import from_dict
+def read_batch(path: Path) -> list[tuple[str, Path, list]]:
+    """(split or "", image root, memes) for a JSON-lines file or an official-layout folder; every bad
+    record of every file is collected before anything fails."""
+    from hatememes.data.memes import BadRecordsError, Rejected, check_image, check_record, read_jsonl_rows
+
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    if not files:
+        raise FileNotFoundError(f"{path}: no *.jsonl files in this folder (expected the official layout)")
+    batches, rejected = [], []
+    for file in files:
+        memes = []
+        for number, record in read_jsonl_rows(file):
+            if isinstance(record, dict) and "id" not in record:
+                record = {**record, "id": number}  # new memes need no id: the line number stands in
+            meme, reason = check_record(record)
+            if meme is not None:  # the user's own files: any path, relative to the file or absolute
+                image = file.parent / meme.img
+                reason, _ = check_image(image.parent, image.name)
+            if reason:
+                rejected.append(Rejected(str(file), number, record.get("id") if isinstance(record, dict) else None,
+                                         reason))
+            else:
+                memes.append(meme)
+        batches.append((file.stem if path.is_dir() else "", file.parent, memes))
+    if rejected:
+        raise BadRecordsError(rejected)
+    return batches
 
 
-def read_memes(args) -> tuple[Path, list[Meme]]:
-    if args.jsonl:
-        lines = args.jsonl.read_text(encoding="utf-8").splitlines()
-        records = [json.loads(line) for line in lines if line.strip()]
-        memes = [Meme(id=r.get("id", i), img=r["img"], text=r["text"]) for i, r in enumerate(records)]
-        return args.jsonl.parent, memes
-    return args.image.parent, [Meme(id=0, img=args.image.name, text=args.text)]
-
-
-def compute_features(model_dir: Path, inputs, root: Path, memes: list[Meme]) -> dict[str, torch.Tensor]:
+def compute_features(model_dir: Path, inputs, root: Path, memes: list, batch_size: int = 64) -> dict:
     """The cached-feature rows these memes would have, from the extractors named in the model's params."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from hatememes.data.memes import load_rgb
+    from hatememes.data.readers import FEATURE_TENSORS
+    from hatememes.features import FeaturesParams, build_extractor
+    from hatememes.files import read_json
+    from hatememes.params import from_dict
+
     params = from_dict(FeaturesParams, read_json(model_dir / "params.json")["features"], str(model_dir))
     features = {}
     for name in inputs:
@@ -42,30 +69,75 @@ def compute_features(model_dir: Path, inputs, root: Path, memes: list[Meme]) -> 
             continue
         torch.manual_seed(0)
         extractor = build_extractor(name, params)
-        batch = [extractor.preprocess(load_rgb(root / meme.img), meme.text) for meme in memes]
-        stacked = {key: torch.stack([inputs[key] for inputs in batch]) for key in batch[0]}
-        with torch.inference_mode():
-            rows = extractor.encode(stacked)
-        features.update({key: rows[stored].float() for key, stored in FEATURE_TENSORS[name].items()})
+        chunks = []
+        for start in tqdm(range(0, len(memes), batch_size), desc=f"{name} features", disable=len(memes) <= batch_size):
+            batch = [extractor.preprocess(load_rgb(root / meme.img), meme.text) for meme in memes[start:start + batch_size]]
+            stacked = {key: torch.stack([inputs[key] for inputs in batch]) for key in batch[0]}
+            with torch.inference_mode():
+                chunks.append(extractor.encode(stacked))
+        features.update({key: torch.cat([rows[stored] for rows in chunks]).float()
+                         for key, stored in FEATURE_TENSORS[name].items()})
     return features
+
+
+def dev_threshold(model_dir: Path, metrics_path: Path | None) -> float:
+    """The threshold the evaluate stage chose on the model's dev split (`eval/<model>/metrics.json`)."""
+    from hatememes.files import read_json
+
+    metrics_path = metrics_path or Path("eval") / model_dir.name / "metrics.json"
+    dev_split = read_json(model_dir / "model.json").get("dev_split", "dev_seen")
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{metrics_path}: not found, so there is no dev threshold for the labels "
+                                f"(run the evaluate stage, or pass --metrics FILE or --threshold T)")
+    metrics = read_json(metrics_path)
+    if dev_split not in metrics or metrics[dev_split].get("threshold") is None:
+        raise ValueError(f"{metrics_path}: no threshold for the dev split {dev_split!r}; pass --threshold T")
+    return float(metrics[dev_split]["threshold"])
+
+
+def score_memes(model, model_dir: Path, root: Path, memes: list) -> list[float]:
+    from hatememes.data.readers import MemeItems
+    from hatememes.inference import score
+
+    features = compute_features(model_dir, model.inputs, root, memes)
+    _, probs = score(model, MemeItems(root, memes, features, with_images="image" in model.inputs))
+    return [float(prob) for prob in probs]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="a trained model folder (models/NAME)")
-    parser.add_argument("--image", type=Path, help="the meme's image")
+    parser.add_argument("--image", type=Path, help="one meme's image (with --text)")
     parser.add_argument("--text", help="the text written on it")
-    parser.add_argument("--jsonl", type=Path, help="several memes: {'img': path relative to the file, 'text'}")
+    parser.add_argument("--input", type=Path, help="a JSON-lines file of memes, or an official-layout folder")
+    parser.add_argument("--out", type=Path, help="write the JSON lines here (default: standard output)")
+    parser.add_argument("--metrics", type=Path, help="where the dev threshold is (default: eval/NAME/metrics.json)")
+    parser.add_argument("--threshold", type=float, help="label hateful at P >= this instead of the dev threshold")
     args = parser.parse_args(argv)
-    if not args.jsonl and not (args.image and args.text is not None):
-        parser.error("give --image and --text, or --jsonl")
+    if bool(args.input) == bool(args.image or args.text is not None):
+        parser.error("give --image and --text for one meme, or --input for a batch")
+    if args.image and args.text is None or args.text is not None and not args.image:
+        parser.error("--image and --text go together")
+
+    from hatememes.data.memes import Meme
+    from hatememes.inference import load_model
+
     model, name = load_model(args.model)
-    root, memes = read_memes(args)
-    features = compute_features(args.model, model.inputs, root, memes)
-    items = MemeItems(root, memes, features, with_images="image" in model.inputs)
-    _, probs = score(model, items)
-    for meme, prob in zip(memes, probs, strict=True):
-        print(f"{prob:.6f}" if not args.jsonl else f"{meme.id}\t{prob:.6f}\t{meme.text}")
+    if args.image:
+        print(f"{score_memes(model, args.model, args.image.parent, [Meme(0, args.image.name, args.text)])[0]:.6f}")
+        return 0
+    threshold = args.threshold if args.threshold is not None else dev_threshold(args.model, args.metrics)
+    lines = []
+    for split, root, memes in read_batch(args.input):
+        for meme, proba in zip(memes, score_memes(model, args.model, root, memes) if memes else [], strict=True):
+            line = {"id": meme.id, "proba": proba, "label": int(proba >= threshold), "model": name}
+            lines.append(json.dumps(line | ({"split": split} if split else {})))
+    text = "".join(line + "\n" for line in lines)
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"{len(lines)} memes scored by {name} (threshold {threshold:.4f}) -> {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 

@@ -5,7 +5,10 @@
 
 The overlay `profiles/<profile>.yaml` may only change keys that params.yaml already has; a dataclass
 rejects missing, unknown and mistyped keys, and every message names the key and the file it came from.
-PyYAML reads `1e-4` as a string: write `1.0e-4` (the loader says so when it meets the other form).
+
+YAML is read as DVC reads and writes it: YAML 1.2 (ruamel.yaml, DVC's own library). `dvc exp run -S`
+rewrites params.yaml with `mixed_precision: no` and `lr: 1e-4`; in YAML 1.2 those are the string "no" and
+the float 0.0001, as DVC records them. (PyYAML follows YAML 1.1, where `no` is False and `1e-4` a string.)
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 T = TypeVar("T")
 
@@ -26,12 +30,17 @@ class ParamsError(ValueError):
     """A parameter file does not match what the code expects."""
 
 
+def parse_yaml(text: str) -> Any:
+    """YAML 1.2 text as plain Python (dict, list, str, int, float, bool, None), the way DVC reads it."""
+    return YAML(typ="safe").load(text)
+
+
 def read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = parse_yaml(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found") from None
-    except yaml.YAMLError as error:
+    except YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
@@ -58,7 +67,7 @@ def load_params(path: str | Path = "params.yaml", overrides: typing.Sequence[str
         key, sep, value = item.partition("=")
         if not sep:
             raise ParamsError(f"override {item!r}: expected key.path=value")
-        params = merge(params, nested(key.split("."), yaml.safe_load(value)), where=f"override {item!r}")
+        params = merge(params, nested(key.split("."), parse_yaml(value)), where=f"override {item!r}")
         sources.append(f"override {item}")
     params["_sources"] = sources
     return params
@@ -123,8 +132,7 @@ def convert(hint: Any, value: Any, where: str, key: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
 
     def fail(expected: str) -> typing.NoReturn:
-        extra = " (PyYAML reads 1e-4 as a string: write 1.0e-4)" if isinstance(value, str) and is_float(value) else ""
-        raise ParamsError(f"{where}: {key} must be {expected}, got {value!r}{extra}")
+        raise ParamsError(f"{where}: {key} must be {expected}, got {value!r}")
 
     if hint is Any:
         return value
@@ -172,14 +180,6 @@ def convert(hint: Any, value: Any, where: str, key: str) -> Any:
             fail("a string")
         return value
     raise TypeError(f"params.py cannot check the type {hint!r} of {key}")
-
-
-def is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def add_arguments(parser) -> None:
