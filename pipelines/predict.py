@@ -1,6 +1,6 @@
 """Score new memes with any trained model.
 
-    python pipelines/predict.py --model models/clip_fusion --image meme.png --text "look at this"   # prints P(hateful)
+    python pipelines/predict.py --model models/clip_fusion --image meme.png --text "look at this"  # P(hateful)
     python pipelines/predict.py --model models/clip_fusion --input new_memes.jsonl --out scores.jsonl
     python pipelines/predict.py --model models/mmbt --input data/raw      # a folder in the official layout
 
@@ -70,8 +70,10 @@ def compute_features(model_dir: Path, inputs, root: Path, memes: list, batch_siz
         torch.manual_seed(0)
         extractor = build_extractor(name, params)
         chunks = []
-        for start in tqdm(range(0, len(memes), batch_size), desc=f"{name} features", disable=len(memes) <= batch_size):
-            batch = [extractor.preprocess(load_rgb(root / meme.img), meme.text) for meme in memes[start:start + batch_size]]
+        starts = range(0, len(memes), batch_size)
+        for start in tqdm(starts, desc=f"{name} features", disable=len(starts) == 1):
+            chunk = memes[start:start + batch_size]
+            batch = [extractor.preprocess(load_rgb(root / meme.img), meme.text) for meme in chunk]
             stacked = {key: torch.stack([inputs[key] for inputs in batch]) for key in batch[0]}
             with torch.inference_mode():
                 chunks.append(extractor.encode(stacked))
