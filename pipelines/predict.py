@@ -4,11 +4,12 @@
     python pipelines/predict.py --model models/clip_fusion --input new_memes.jsonl --out scores.jsonl
     python pipelines/predict.py --model models/mmbt --input data/raw      # a folder in the official layout
 
-A batch (`--input`: a JSON-lines file of {"id", "img", "text"}, `img` relative to the file, or a folder
-whose every `*.jsonl` is read that way; `img` may also be absolute) gives one line of JSON per meme: `id`, `proba` = P(hateful),
-`label` at the model's dev threshold (from `eval/<model>/metrics.json`, as the evaluate stage chose it on
-the dev split; `--threshold` sets one) and `model`; a folder adds `split`. Every record is checked as the
-fetch stage checks it: bad ones are listed with their file, line and id, and nothing is scored.
+A batch (`--input`: a JSON-lines file of {"id", "img", "text"}, `img` relative to the file or absolute,
+`id` optional; or a folder whose every `*.jsonl` is read that way) gives one line of JSON per meme: `id`,
+`proba` = P(hateful), `label` at the model's dev threshold (from `eval/<model>/metrics.json`, as the
+evaluate stage chose it on the dev split; `--threshold` sets one) and `model`; a folder adds `split`.
+Every record is checked as the fetch stage checks it: bad ones are listed with their file, line and id,
+and nothing is scored.
 
 Models on cached features get them computed here with the extractor the model was trained with (its
 params.json), so a meme scores exactly as it would inside the pipeline.
