@@ -8,39 +8,22 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from repo_copy import copy_repository, run  # noqa: E402
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def run(command: list[str], cwd: Path, timeout: int = 3600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
 
 
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory) -> Path:
     """A copy of the tracked files, made a git repository of its own, after a complete `dvc repro`."""
-    copy = tmp_path_factory.mktemp("e2e") / "hatememes"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, copy / name)
-    run(["git", "init", "-q"], copy)
-    run(["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "add", "-A"], copy)
-    run(["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "commit", "-qm", "copy"], copy)
+    copy = copy_repository(tmp_path_factory.mktemp("e2e") / "hatememes")
     run(["dvc", "repro"], copy)
     return copy
 

@@ -1,0 +1,39 @@
+"""A copy of this repository's tracked (and untracked, not ignored) files, made a git repository of its own:
+what a fresh clone is, for tests that run `dvc` commands without touching the working tree."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+GIT = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
+
+
+def run(command: list[str], cwd: Path, timeout: int = 3600, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `command` in `cwd` with this interpreter's bin folder first on PATH (dvc, accelerate, python)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def copy_repository(destination: Path) -> Path:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, destination / name)
+    run(["git", "init", "-q"], destination)
+    commit(destination, "copy")
+    return destination
+
+
+def commit(repository: Path, message: str) -> None:
+    run([*GIT, "add", "-A"], repository)
+    run([*GIT, "commit", "-qm", message], repository)
