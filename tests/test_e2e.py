@@ -138,3 +138,22 @@ def test_llava_lora_learns_what_zero_shot_does_not(repro):
     for split in ("dev_seen", "dev_unseen", "test_seen", "test_unseen"):
         assert lora[split]["auroc"] > zero_shot[split]["auroc"], split
     assert lora["test_unseen"]["auroc"] >= 0.85
+
+
+def test_every_readme_command_runs(repro):
+    """The README's commands, literally and in order, in the reproduced demo (tests/test_readme.py lists
+    them). Runs last: its experiment and retraining change the copy's outputs."""
+    import shutil
+
+    from test_readme import RUN_IN_THE_DEMO
+
+    memes = [json.loads(line) for line in (repro / "data" / "memes" / "test_unseen.jsonl").read_text().splitlines()]
+    shutil.copy(repro / "data" / "memes" / memes[0]["img"], repro / "meme.png")  # what a user brings
+    (repro / "new_memes.jsonl").write_text("".join(
+        json.dumps({"img": f"data/memes/{m['img']}", "text": m["text"]}) + "\n" for m in memes[:5]))
+    for command in RUN_IN_THE_DEMO:
+        output = run(["bash", "-c", command], repro).stdout
+        if command.startswith("dvc exp show"):
+            assert "epochs" in output or "clip_fusion" in output
+    scores = [json.loads(line) for line in (repro / "scores.jsonl").read_text().splitlines()]
+    assert len(scores) == 5 and all(set(s) == {"id", "proba", "label", "model"} for s in scores)
