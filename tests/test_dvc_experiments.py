@@ -20,7 +20,8 @@ from repo_copy import commit, copy_repository, run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 MODEL = "clip_fusion"
-CHEAP = [f"train.models=[{MODEL}]", "fetch.synthetic.scale=0.02", "fetch.synthetic.pretrain_pairs=400", "pretrain.epochs=1",
+CHEAP = [f"train.models=[{MODEL}]", "fetch.synthetic.scale=0.02", "fetch.synthetic.pretrain_pairs=400",
+         "pretrain.epochs=1",
          "pretrain.probe_pairs=100", "pretrain_llava.enabled=false", "evaluate.n_boot=100",
          f"train.{MODEL}.loop.epochs=2", f"train.{MODEL}.model.projection_dim=32",
          f"train.{MODEL}.model.pre_output_dim=32"]
