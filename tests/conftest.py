@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,36 @@ def official(tmp_path: Path) -> Path:
     root = tmp_path / "hateful_memes"
     write_official(root)
     return root
+
+
+class Learned:
+    """What a learned-performance test needs: its seed (data and initial weights) and a check that records
+    the metric it asserts. `pytest -m learned` selects these tests; `benchmarks/learned_margins.py` runs them
+    under several seeds (HATEMEMES_LEARNED_SEED) and CPU kernel levels and reads the records
+    (HATEMEMES_LEARNED_LOG, one JSON line per check) to report each bar's measured margin."""
+
+    def __init__(self, test: str, seed: int, log: str | None):
+        self.test, self.seed, self.log = test, seed, log
+
+    def check(self, metric: str, value: float, bar: float, at_least: bool = True) -> None:
+        if self.log:
+            record = {"test": self.test, "metric": metric, "seed": self.seed, "value": float(value), "bar": bar,
+                      "at_least": at_least, "cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY", "")}
+            with open(self.log, "a", encoding="utf-8") as file:
+                file.write(json.dumps(record) + "\n")
+        if at_least:
+            assert value >= bar, f"{metric} = {value:.4f} < {bar} (seed {self.seed})"
+        else:
+            assert value <= bar, f"{metric} = {value:.4f} > {bar} (seed {self.seed})"
+
+
+@pytest.fixture
+def learned(request) -> Learned:
+    return Learned(request.node.nodeid, int(os.environ.get("HATEMEMES_LEARNED_SEED", "0")),
+                   os.environ.get("HATEMEMES_LEARNED_LOG"))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:  # the inventory of learned tests is the set of tests that use the fixture
+        if "learned" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.learned)

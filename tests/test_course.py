@@ -227,14 +227,15 @@ def test_numpy_mlp_follows_the_same_torch_mlp_step_for_step():
     np.testing.assert_allclose(result["numpy_dev_auroc"], result["torch_dev_auroc"], atol=0.03)
 
 
-def test_course_mlp_learns_and_reloads(tmp_path):
-    config = CourseMLPConfig(hidden_sizes=(32,), lr=0.1, epochs=20, batch_size=32)
+def test_course_mlp_learns_and_reloads(tmp_path, learned):
+    config = CourseMLPConfig(hidden_sizes=(32,), lr=0.1, epochs=20, batch_size=32, seed=learned.seed)
     mlp = CourseMLP.build(config, BuildContext())
-    mlp.fit(clip_items(300, seed=0), clip_items(100, seed=1))
-    test = clip_items(200, seed=2)
+    data_seed = 3 * learned.seed
+    mlp.fit(clip_items(300, seed=data_seed), clip_items(100, seed=data_seed + 1))
+    test = clip_items(200, seed=data_seed + 2)
     probs = mlp.predict_proba(test)
     assert probs.shape == (200,) and np.all((probs >= 0) & (probs <= 1))
-    assert roc_auc_score([item["label"] for item in test], probs) > 0.85
+    learned.check("test AUROC", roc_auc_score([item["label"] for item in test], probs), 0.85)
     mlp.save_pretrained(tmp_path)
     np.testing.assert_array_equal(CourseMLP.from_pretrained(tmp_path).predict_proba(test), probs)
 
@@ -252,14 +253,16 @@ def image_items(n: int, seed: int, size: int = 24) -> list[dict]:
     return items
 
 
-def test_course_cnn_learns_and_reloads(tmp_path):
-    config = CourseCNNConfig(image_size=16, channels=(6,), hidden_size=16, lr=0.05, epochs=8, batch_size=16)
+def test_course_cnn_learns_and_reloads(tmp_path, learned):
+    config = CourseCNNConfig(image_size=16, channels=(6,), hidden_size=16, lr=0.05, epochs=8, batch_size=16,
+                             seed=learned.seed)
     cnn = CourseCNN.build(config, BuildContext())
-    cnn.fit(image_items(160, seed=0), image_items(60, seed=1))
-    test = image_items(100, seed=2)
+    data_seed = 3 * learned.seed
+    cnn.fit(image_items(160, seed=data_seed), image_items(60, seed=data_seed + 1))
+    test = image_items(100, seed=data_seed + 2)
     probs = cnn.predict_proba(test)
     assert probs.shape == (100,)
-    assert roc_auc_score([item["label"] for item in test], probs) > 0.85
+    learned.check("test AUROC", roc_auc_score([item["label"] for item in test], probs), 0.85)
     cnn.save_pretrained(tmp_path)
     np.testing.assert_array_equal(CourseCNN.from_pretrained(tmp_path).predict_proba(test), probs)
 
@@ -368,11 +371,14 @@ def train_briefly(model: nn.Module, items: list[dict], steps: int, lr: float) ->
 
 
 TEXT_MODELS = {
-    "lstm": (CourseLSTM, CourseLSTMConfig(embedding_dim=16, hidden_size=16, attention_dim=16, dropout=0.0), 40),
+    # (class, config, steps, lr); recipes set so that the worst of 5 seeds clears the bar by >= 0.03
+    # (docs/learned-margins.md): pre-norm + CLS at 80 steps and lr 1e-2 reached 0.48-0.98 over seeds 0-4
+    "lstm": (CourseLSTM, CourseLSTMConfig(embedding_dim=16, hidden_size=16, attention_dim=16, dropout=0.0), 40, 1e-2),
     "transformer_pre_cls": (
         CourseTransformer,
         CourseTransformerConfig(d_model=32, num_heads=4, num_layers=2, ffn_dim=64, dropout=0.0),
-        80,
+        160,
+        3e-3,
     ),
     "transformer_post_mean_sinusoidal": (
         CourseTransformer,
@@ -387,24 +393,25 @@ TEXT_MODELS = {
             pooling="mean",
         ),
         80,
+        1e-2,
     ),
 }
 
 
 @pytest.mark.parametrize("name", TEXT_MODELS)
-def test_text_model_learns_and_reloads(name, tmp_path):
-    torch.manual_seed(0)
-    cls, config, steps = TEXT_MODELS[name]
-    train = text_items(400, seed=0)
+def test_text_model_learns_and_reloads(name, tmp_path, learned):
+    torch.manual_seed(learned.seed)
+    cls, config, steps, lr = TEXT_MODELS[name]
+    train = text_items(400, seed=2 * learned.seed)
     model = cls.build(config, BuildContext(train_texts=tuple(item["text"] for item in train)))
     assert model.inputs == ()
-    train_briefly(model, train, steps, lr=1e-2)
-    test = text_items(200, seed=1)
+    train_briefly(model, train, steps, lr=lr)
+    test = text_items(200, seed=2 * learned.seed + 1)
     batch = model.collate(test)
     with torch.no_grad():
         logits = model(batch)
     assert logits.shape == (200,)
-    assert roc_auc_score(batch["labels"].numpy(), logits.numpy()) > 0.85
+    learned.check("test AUROC", roc_auc_score(batch["labels"].numpy(), logits.numpy()), 0.85)
     model.save_pretrained(tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(cls.from_pretrained(tmp_path).eval()(batch), logits, rtol=0, atol=0)
@@ -413,7 +420,7 @@ def test_text_model_learns_and_reloads(name, tmp_path):
 @pytest.mark.parametrize("name", TEXT_MODELS)
 def test_text_model_contract_and_padding_invariance(name):
     torch.manual_seed(0)
-    cls, config, _ = TEXT_MODELS[name]
+    cls, config, _, _ = TEXT_MODELS[name]
     items = text_items(4, seed=3) + [{"id": 9, "text": "", "label": 0}]  # an empty text still gets [CLS]
     model = cls.build(config, BuildContext(train_texts=tuple(item["text"] for item in items))).eval()
     batch = model.collate(items)

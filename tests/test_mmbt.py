@@ -175,12 +175,13 @@ def test_save_reload_same_probs(tiny_bert_dir, tmp_path, image_layer_norm):
     assert torch.equal(torch.sigmoid(reloaded(reloaded.collate(make_items(3)))), probs)
 
 
-def test_training_reduces_loss(tiny_bert_dir):
+def test_training_reduces_loss(tiny_bert_dir, learned):
     """The label is the sign of the grid: only the image tokens can tell (the texts alternate with it too
     slowly to help: both captions occur with both labels). The 30k-word table is frozen to keep it fast."""
     model = build(tiny_bert_dir, num_image_tokens=1, dropout=0.0)
     model.bert.get_input_embeddings().requires_grad_(False)
-    items = make_items(16, seed=3)
+    torch.manual_seed(learned.seed)
+    items = make_items(16, seed=3 + learned.seed)
     for index, item in enumerate(items):
         item["label"] = (index // 2) % 2
         item["grid"] = 0.3 * item["grid"] + (2 * item["label"] - 1)
@@ -199,7 +200,7 @@ def test_training_reduces_loss(tiny_bert_dir):
         optimizer.step()
     model.eval()
     with torch.no_grad():
-        assert loss().item() < 0.5 * before
+        learned.check("loss after / before", loss().item() / before, 0.5, at_least=False)
 
 
 def test_real_minilm_loads():

@@ -142,11 +142,12 @@ def test_save_reload_same_probs(tiny_bert_dir, tmp_path, image_layer_norm):
     assert torch.equal(torch.sigmoid(reloaded(reloaded.collate(make_items(3)))), probs)
 
 
-def test_training_reduces_loss(tiny_bert_dir):
+def test_training_reduces_loss(tiny_bert_dir, learned):
     """The label is the sign of the regions: only the visual tokens can tell. The word table is frozen for speed."""
     model = build(tiny_bert_dir, tiny_bert_dir, dropout=0.0)
     model.encoder.get_input_embeddings().requires_grad_(False)
-    items = make_items(16, seed=3)
+    torch.manual_seed(learned.seed)
+    items = make_items(16, seed=3 + learned.seed)
     for index, item in enumerate(items):
         item["label"] = (index // 2) % 2
         item["regions"] = 0.3 * item["regions"] + (2 * item["label"] - 1)
@@ -165,7 +166,7 @@ def test_training_reduces_loss(tiny_bert_dir):
         optimizer.step()
     model.eval()
     with torch.no_grad():
-        assert loss().item() < 0.5 * before
+        learned.check("loss after / before", loss().item() / before, 0.5, at_least=False)
 
 
 def test_real_minilm_mapped():

@@ -28,7 +28,6 @@ from safetensors.torch import load_file, save_file
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from hatememes.data.readers import MemeItems
 from hatememes.losses import LossConfig, make_loss
@@ -88,6 +87,8 @@ def train(model, train_items: MemeItems, dev_items: MemeItems, params: LoopParam
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=params.lr,
                                   weight_decay=params.weight_decay)
     total_steps = params.epochs * math.ceil(len(train_loader) / params.grad_accum)
+    from transformers import get_scheduler  # transformers' import (seconds) is paid by the runs that train
+
     scheduler = get_scheduler(params.schedule, optimizer, num_warmup_steps=params.warmup_steps,
                               num_training_steps=total_steps)
     labels = train_items.labels

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from sklearn.metrics import roc_auc_score
 
 from hatememes.data.memes import SPLITS, Meme, write_split
 
@@ -318,6 +317,8 @@ def sample_memes(config: SyntheticConfig) -> dict[str, list[SyntheticMeme]]:
 
 def oracles(memes: dict[str, list[SyntheticMeme]]) -> dict[str, dict[str, float]]:
     """AUROC of the best text-only, image-only and pair predictors fitted on train (train means by key)."""
+    from sklearn.metrics import roc_auc_score  # scikit-learn's import is paid only where memes are made
+
     train = memes["train"]
     prior = float(np.mean([m.meme.label for m in train]))
     keys = {"text_only": lambda m: m.meme.text, "image_only": lambda m: m.image_concept,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import open_clip
 import torch
 
 
@@ -32,6 +31,8 @@ class ClipPreprocess:
 
 class ClipExtractor:
     def __init__(self, params: ClipParams):
+        import open_clip  # 5 s to import: only where an extractor is built
+
         from hatememes.pretrain import register_tiny_configs
 
         register_tiny_configs()

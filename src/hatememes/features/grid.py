@@ -7,12 +7,12 @@ torchvision weights cache) or, in the demo, the ResNet tower of the pretrain sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision import transforms
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -71,7 +71,9 @@ def load_open_clip_trunk(name: str, pretrained: str) -> tuple[nn.Module, tuple, 
     return OpenClipResNetTrunk(model.visual), tuple(mean), tuple(std)
 
 
-def load_cnn(params: CnnParams) -> tuple[nn.Module, transforms.Compose, dict]:
+def load_cnn(params: CnnParams) -> tuple[nn.Module, Callable, dict]:
+    from torchvision import transforms
+
     """(trunk returning a feature map, image transform, meta) for `torchvision:NAME` or `open_clip:NAME`."""
     kind, _, name = params.backbone.partition(":")
     loaders = {"torchvision": load_torchvision_trunk, "open_clip": load_open_clip_trunk}

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torchvision.ops import roi_align
 
 from hatememes.features.grid import CnnParams, ImageOnly, load_cnn
 
@@ -82,6 +81,8 @@ class RegionsExtractor:
         return tuple(normalize.mean), tuple(normalize.std)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        from torchvision.ops import roi_align  # torchvision's import is paid by the stages that extract
+
         pixel_values = batch["pixel_values"]  # (B, 3, H, W)
         feature_map = self.model(pixel_values)  # (B, C, h, w)
         boxes = self.boxes_for(pixel_values)  # (B, K, 4) in [0, 1]

@@ -25,20 +25,15 @@ import importlib.util
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from torch import nn
-from transformers import (
-    BitsAndBytesConfig,
-    CLIPVisionConfig,
-    LlamaConfig,
-    LlavaConfig,
-    LlavaForConditionalGeneration,
-    LlavaProcessor,
-)
+
+if TYPE_CHECKING:  # imported where they are used: peft and LLaVA's modules cost seconds in every stage
+    from peft import PeftModel
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
 DEFAULT_PROMPT = (
     'USER: <image>\nThis is an image with: "{text}" written on it. Is it hateful? Answer yes or no. ASSISTANT:'
@@ -79,6 +74,8 @@ class LlavaLoRAConfig:
 
 def llava_15_7b_config() -> LlavaConfig:
     """The architecture of llava-hf/llava-1.5-7b-hf (CLIP ViT-L/14-336 + Vicuna/Llama-2-7B), no weights."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
     vision = CLIPVisionConfig(
         hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
         image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu",
@@ -132,6 +129,8 @@ def check_quantization(quantization: str) -> None:
 
 def load_base(base: str, dtype: str, quantization: str = "none") -> LlavaForConditionalGeneration:
     """The LLaVA model in `dtype`, or with its language model in 4-bit nf4 (vision tower and projector kept)."""
+    from transformers import BitsAndBytesConfig, LlavaForConditionalGeneration
+
     check_quantization(quantization)
     if quantization == "none":
         return LlavaForConditionalGeneration.from_pretrained(base, dtype=DTYPES[dtype])
@@ -152,11 +151,15 @@ def load_base(base: str, dtype: str, quantization: str = "none") -> LlavaForCond
 
 def load_processor(path: str | Path) -> LlavaProcessor:
     """The checkpoint's processor with PIL image preprocessing, as LLaVA-1.5 was trained (and fast on CPU)."""
+    from transformers import LlavaProcessor
+
     return LlavaProcessor.from_pretrained(path, backend="pil")
 
 
 def add_lora(model: LlavaForConditionalGeneration, config: LlavaLoRAConfig) -> PeftModel:
     """Freeze the base and add LoRA adapters to the language model's projections."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
     checkpointing = {"use_reentrant": False}
     if config.quantization != "none":
         model = prepare_model_for_kbit_training(
@@ -279,6 +282,8 @@ class LlavaLoRA(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> LlavaLoRA:
         """The adapters in `directory` on the base model its config names."""
+        from peft import PeftModel
+
         config = read_config(directory, LlavaLoRAConfig)
         base = load_base(config.base, config.dtype, config.quantization)
         model = PeftModel.from_pretrained(base, directory, is_trainable=False)
@@ -287,6 +292,8 @@ class LlavaLoRA(nn.Module):
 
 def merge(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     """Merge the adapters of `adapter_dir` into a bf16 copy of their base; save it as a plain LLaVA model."""
+    from peft import PeftModel
+
     config = read_config(adapter_dir, LlavaLoRAConfig)
     base = load_base(config.base, "bfloat16")
     merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()

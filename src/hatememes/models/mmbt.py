@@ -34,7 +34,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
-from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
 
 from hatememes.pretrained import resolve
 
@@ -76,6 +75,8 @@ class MMBT(nn.Module):
         self.image_norm = nn.LayerNorm(hidden_size, eps=bert.config.layer_norm_eps) if config.image_layer_norm \
             else nn.Identity()
         self.dropout = nn.Dropout(config.dropout)
+        from transformers.models.bert.modeling_bert import BertPredictionHeadTransform  # seconds to import
+
         self.classifier = nn.Sequential(BertPredictionHeadTransform(bert.config), nn.Linear(hidden_size, 1))  # MMF's
 
     @classmethod

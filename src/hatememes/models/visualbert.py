@@ -30,7 +30,6 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
 
 from hatememes.pretrained import resolve
 
@@ -96,6 +95,8 @@ class VisualBert(nn.Module):
             else nn.Identity()
         self.dropout = nn.Dropout(config.dropout)
         # MMF's VisualBERTForClassification head: BERT's head transform (dense, activation, LayerNorm), then linear
+        from transformers.models.bert.modeling_bert import BertPredictionHeadTransform  # seconds to import
+
         self.classifier = nn.Sequential(BertPredictionHeadTransform(encoder.config), nn.Linear(hidden_size, 1))
         self.loaded_keys: list[str] = []
         self.new_keys: list[str] = []
