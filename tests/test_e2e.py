@@ -125,10 +125,20 @@ def test_every_model_is_in_the_report(repro):
         assert model in summary["models"] and model in html
 
 
-@pytest.mark.parametrize("model", ["mmbt", "visualbert"])
-def test_multimodal_transformers_reach_the_demo_bar(repro, model):
-    for split in ("dev_unseen", "test_unseen"):
-        assert metrics(repro, model)[split]["auroc"] >= 0.85, split
+FUSION_BARS = {"clip_fusion": 0.90, "mmbt": 0.90, "visualbert": 0.90, "course_mlp": 0.90, "llava_lora": 0.85}
+
+
+@pytest.mark.parametrize("model", sorted(FUSION_BARS))
+def test_fusion_models_reach_their_bar_on_test_unseen(repro, model):
+    """The demo bars of the fast-demo issue: every model that should learn the pair rule, on the held-out
+    test_unseen split (read only to report; no setting was chosen on it)."""
+    assert metrics(repro, model)["test_unseen"]["auroc"] >= FUSION_BARS[model]
+
+
+def test_the_ensemble_keeps_up_with_its_best_member(repro):
+    members = json.loads((repro / "models" / "ensemble" / "ensemble.json").read_text())["config"]["members"]
+    best = max(metrics(repro, member)["test_unseen"]["auroc"] for member in members)
+    assert metrics(repro, "ensemble")["test_unseen"]["auroc"] >= best - 0.03  # seed noise is 0.01-0.02
 
 
 def test_llava_lora_learns_what_zero_shot_does_not(repro):
