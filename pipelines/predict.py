@@ -52,33 +52,42 @@ def read_batch(path: Path) -> list[tuple[str, Path, list]]:
     return batches
 
 
-def compute_features(model_dir: Path, inputs, root: Path, memes: list, batch_size: int = 64) -> dict:
-    """The cached-feature rows these memes would have, from the extractors named in the model's params."""
+def build_extractors(model_dir: Path, inputs) -> dict:
+    """The extractors the model's cached features came from (its params.json), built once per run."""
     import torch
-    from tqdm.auto import tqdm
 
-    from hatememes.data.memes import load_rgb
-    from hatememes.data.readers import FEATURE_TENSORS
     from hatememes.features import FeaturesParams, build_extractor
     from hatememes.files import read_json
     from hatememes.params import from_dict
 
     params = from_dict(FeaturesParams, read_json(model_dir / "params.json")["features"], str(model_dir))
-    features = {}
+    extractors = {}
     for name in inputs:
-        if name == "image":
-            continue
-        torch.manual_seed(0)
-        extractor = build_extractor(name, params)
+        if name != "image":
+            torch.manual_seed(0)
+            extractors[name] = build_extractor(name, params)
+    return extractors
+
+
+def compute_features(extractors: dict, root: Path, memes: list, batch_size: int = 64) -> dict:
+    """The cached-feature rows these memes would have, in the pipeline's batches."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from hatememes.data.memes import load_rgb
+    from hatememes.data.readers import FEATURE_TENSORS
+
+    features = {}
+    for name, extractor in extractors.items():
         chunks = []
         starts = range(0, len(memes), batch_size)
         for start in tqdm(starts, desc=f"{name} features", disable=len(starts) == 1):
             chunk = memes[start:start + batch_size]
-            batch = [extractor.preprocess(load_rgb(root / meme.img), meme.text) for meme in chunk]
-            stacked = {key: torch.stack([inputs[key] for inputs in batch]) for key in batch[0]}
+            rows = [extractor.preprocess(load_rgb(root / meme.img), meme.text) for meme in chunk]
+            stacked = {key: torch.stack([row[key] for row in rows]) for key in rows[0]}
             with torch.inference_mode():
                 chunks.append(extractor.encode(stacked))
-        features.update({key: torch.cat([rows[stored] for rows in chunks]).float()
+        features.update({key: torch.cat([encoded[stored] for encoded in chunks]).float()
                          for key, stored in FEATURE_TENSORS[name].items()})
     return features
 
@@ -98,11 +107,11 @@ def dev_threshold(model_dir: Path, metrics_path: Path | None) -> float:
     return float(metrics[dev_split]["threshold"])
 
 
-def score_memes(model, model_dir: Path, root: Path, memes: list) -> list[float]:
+def score_memes(model, extractors: dict, root: Path, memes: list) -> list[float]:
     from hatememes.data.readers import MemeItems
     from hatememes.inference import score
 
-    features = compute_features(model_dir, model.inputs, root, memes)
+    features = compute_features(extractors, root, memes)
     _, probs = score(model, MemeItems(root, memes, features, with_images="image" in model.inputs))
     return [float(prob) for prob in probs]
 
@@ -126,13 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     from hatememes.inference import load_model
 
     model, name = load_model(args.model)
+    threshold, batches = None, []  # checked before any extractor loads: bad input fails at once
+    if args.input:
+        threshold = args.threshold if args.threshold is not None else dev_threshold(args.model, args.metrics)
+        batches = read_batch(args.input)
+    extractors = build_extractors(args.model, model.inputs)
     if args.image:
-        print(f"{score_memes(model, args.model, args.image.parent, [Meme(0, args.image.name, args.text)])[0]:.6f}")
+        print(f"{score_memes(model, extractors, args.image.parent, [Meme(0, args.image.name, args.text)])[0]:.6f}")
         return 0
-    threshold = args.threshold if args.threshold is not None else dev_threshold(args.model, args.metrics)
     lines = []
-    for split, root, memes in read_batch(args.input):
-        for meme, proba in zip(memes, score_memes(model, args.model, root, memes) if memes else [], strict=True):
+    for split, root, memes in batches:
+        for meme, proba in zip(memes, score_memes(model, extractors, root, memes) if memes else [], strict=True):
             line = {"id": meme.id, "proba": proba, "label": int(proba >= threshold), "model": name}
             lines.append(json.dumps(line | ({"split": split} if split else {})))
     text = "".join(line + "\n" for line in lines)

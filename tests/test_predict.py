@@ -60,7 +60,6 @@ def test_a_folder_gives_one_json_line_per_meme_as_evaluate_scored_it(trained, ca
         assert set(line) == {"id", "proba", "label", "model", "split"} and line["model"] == "clip_fusion"
         assert line["proba"] == pytest.approx(scored_by_evaluate(trained, line["split"])[line["id"]], abs=1e-6)
         assert line["label"] == int(line["proba"] >= threshold)
-    assert {line["label"] for line in lines} == {0, 1} or 0.0 < threshold < 1.0
 
 
 def test_a_jsonl_file_without_ids_and_the_single_meme_form_agree(trained, capsys, tmp_path):
