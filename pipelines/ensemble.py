@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ensemble.save_pretrained(args.model_out)
     write_json(args.model_out / "model.json", {"name": "ensemble", "members": list(config.members)})
     write_json(args.model_out / "params.json", P.resolved(params))
-    write_evaluation(args.out, predictions, train_params(params).dev_split, P.section(params, "evaluate",
+    write_evaluation(args.out, predictions, train_params(params, check=()).dev_split, P.section(params, "evaluate",
                                                                                         EvaluateParams))
     return 0
 

@@ -55,7 +55,7 @@ def evaluate(name: str, params: dict, memes: Path, features_dir: Path, model_dir
             raise RuntimeError(f"{name} on {split}: scored ids differ from {memes / split}.jsonl")
         predictions[split] = Predictions(ids, probs, np.asarray(items.labels))
     if PartialState().is_main_process:
-        write_evaluation(out, predictions, train_params(params).dev_split, config)
+        write_evaluation(out, predictions, train_params(params, check=(name,)).dev_split, config)
 
 
 if __name__ == "__main__":

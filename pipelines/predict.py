@@ -72,7 +72,7 @@ def build_extractors(model_dir: Path, inputs) -> dict:
 def compute_features(extractors: dict, root: Path, memes: list, batch_size: int = 64) -> dict:
     """The cached-feature rows these memes would have, in the pipeline's batches."""
     import torch
-    from tqdm.auto import tqdm
+    from hatememes.progress import progress
 
     from hatememes.data.memes import load_rgb
     from hatememes.data.readers import FEATURE_TENSORS
@@ -81,7 +81,7 @@ def compute_features(extractors: dict, root: Path, memes: list, batch_size: int 
     for name, extractor in extractors.items():
         chunks = []
         starts = range(0, len(memes), batch_size)
-        for start in tqdm(starts, desc=f"{name} features", disable=len(starts) == 1):
+        for start in progress(starts, desc=f"{name} features", disable=len(starts) == 1):
             chunk = memes[start:start + batch_size]
             rows = [extractor.preprocess(load_rgb(root / meme.img), meme.text) for meme in chunk]
             stacked = {key: torch.stack([row[key] for row in rows]) for key in rows[0]}

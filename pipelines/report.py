@@ -2,8 +2,9 @@
 
     python pipelines/report.py --eval eval --memes data/memes --models models --out eval
 
-Writes report.md, report.html (self-contained), summary.json and plots/*.png into --out; numbers come from
-params.yaml `report` (hatememes.report.ReportParams), paths from dvc.yaml.
+Writes report.md, report.html (self-contained), summary.json, summary.md (the README's results table) and
+plots/*.png into --out; numbers come from params.yaml `report` (hatememes.report.ReportParams), paths from
+dvc.yaml.
 """
 
 from __future__ import annotations

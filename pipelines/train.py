@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def fit_and_save(name: str, params: dict, memes: Path, features_dir: Path, out: Path) -> None:
     model_class = get_model_class(name)
-    dev_split = train_params(params).dev_split
+    dev_split = train_params(params, check=(name,)).dev_split
     config = P.section(params, f"train.{name}.model", model_class.Config)
     available = {path.parent.name: path for path in sorted(features_dir.glob("*/meta.json"))}
     context = BuildContext({key: read_json(path) for key, path in available.items()},

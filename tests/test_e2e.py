@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from e2e_bars import check_bars  # noqa: E402
 from repo_copy import copy_repository, run  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -33,31 +34,17 @@ def read_predictions(path: Path) -> list[tuple[int, float, int]]:
         return [(int(row["id"]), float(row["proba"]), int(row["label"])) for row in csv.DictReader(file)]
 
 
-def metrics(root: Path, model: str) -> dict:
-    return json.loads((root / "eval" / model / "metrics.json").read_text())
-
-
 def test_second_repro_is_up_to_date(repro):
     output = run(["dvc", "repro"], repro).stdout
     assert "Running stage" not in output and "up to date" in output
 
 
-def test_fusion_beats_unimodal_models_on_the_unseen_splits(repro):
-    for split in ("dev_unseen", "test_unseen"):
-        assert metrics(repro, "clip_fusion")[split]["auroc"] >= 0.90
-        assert metrics(repro, "clip_linear_image")[split]["auroc"] <= 0.65
-        assert metrics(repro, "clip_linear_text")[split]["auroc"] <= 0.65
-
-
-def test_metrics_auroc_equals_sklearn_on_the_written_predictions(repro):
-    from sklearn.metrics import roc_auc_score
-
-    for model in ("clip_fusion", "mmbt"):
-        for split, entry in metrics(repro, model).items():
-            with (repro / "eval" / model / "predictions" / f"{split}.csv").open() as file:
-                rows = list(csv.DictReader(file))
-            labels = [int(r["label"]) for r in rows]
-            assert entry["auroc"] == pytest.approx(roc_auc_score(labels, [float(r["proba"]) for r in rows]), abs=1e-12)
+def test_every_model_meets_its_bar(repro):
+    """The demo bars (tests/helpers/e2e_bars.py): models that should learn the pair rule reach their lower
+    bound on test_unseen (read only to report; no setting was chosen on it), the ensemble keeps up with its
+    best member, llava_lora beats its zero-shot base on every labelled split, models that should stay at
+    chance stay at or below 0.65; AUROC computed from each model's predictions file, metrics.json agreeing."""
+    assert check_bars(repro) == []
 
 
 def test_synthetic_oracles_and_pretraining_in_bounds(repro):
@@ -100,8 +87,8 @@ def test_two_process_evaluation_writes_the_same_predictions(repro, tmp_path):
 
 
 def test_course_networks_on_the_demo(repro):
-    """course_mlp within 0.03 AUROC of its torch twin (same recipe, float64) on the demo's CLIP features;
-    the text-only course models cannot see the picture, so they stay near chance."""
+    """course_mlp within 0.03 AUROC of its torch twin (same recipe, float64) on the demo's CLIP features
+    (the course models' bars are in test_every_model_meets_its_bar)."""
     from hatememes.data.readers import load_items
     from hatememes.models.course.numpy_mlp import CourseMLPConfig, torch_twin
     from hatememes.params import load_params, section
@@ -111,9 +98,6 @@ def test_course_networks_on_the_demo(repro):
     train, dev = (load_items(memes, clip, split, ("clip",)) for split in ("train", "dev_seen"))
     history = torch_twin(config, [train[i] for i in range(len(train))], [dev[i] for i in range(len(dev))])
     assert max(history["numpy_dev_auroc"]) == pytest.approx(max(history["torch_dev_auroc"]), abs=0.03)
-    for model in ("course_lstm", "course_transformer"):
-        for split in ("dev_unseen", "test_unseen", "test_seen"):
-            assert metrics(repro, model)[split]["auroc"] <= 0.65
     summary = json.loads((repro / "eval" / "summary.json").read_text())
     assert {"course_mlp", "course_cnn", "course_lstm", "course_transformer"} <= set(summary["models"])
 
@@ -123,31 +107,6 @@ def test_every_model_is_in_the_report(repro):
     html = (repro / "eval" / "report.html").read_text()
     for model in ("mmbt", "visualbert", "llava_zeroshot", "llava_lora", "ensemble"):
         assert model in summary["models"] and model in html
-
-
-FUSION_BARS = {"clip_fusion": 0.90, "mmbt": 0.90, "visualbert": 0.90, "course_mlp": 0.90, "llava_lora": 0.85}
-
-
-@pytest.mark.parametrize("model", sorted(FUSION_BARS))
-def test_fusion_models_reach_their_bar_on_test_unseen(repro, model):
-    """The demo bars of the fast-demo issue: every model that should learn the pair rule, on the held-out
-    test_unseen split (read only to report; no setting was chosen on it)."""
-    assert metrics(repro, model)["test_unseen"]["auroc"] >= FUSION_BARS[model]
-
-
-def test_the_ensemble_keeps_up_with_its_best_member(repro):
-    members = json.loads((repro / "models" / "ensemble" / "ensemble.json").read_text())["config"]["members"]
-    best = max(metrics(repro, member)["test_unseen"]["auroc"] for member in members)
-    assert metrics(repro, "ensemble")["test_unseen"]["auroc"] >= best - 0.03  # seed noise is 0.01-0.02
-
-
-def test_llava_lora_learns_what_zero_shot_does_not(repro):
-    """Issue 8's bar: LoRA on the tiny LLaVA base beats its zero-shot answer on every labelled split and
-    reaches 0.85 on test_unseen."""
-    lora, zero_shot = metrics(repro, "llava_lora"), metrics(repro, "llava_zeroshot")
-    for split in ("dev_seen", "dev_unseen", "test_seen", "test_unseen"):
-        assert lora[split]["auroc"] > zero_shot[split]["auroc"], split
-    assert lora["test_unseen"]["auroc"] >= 0.85
 
 
 def test_every_readme_command_runs(repro):

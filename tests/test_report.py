@@ -16,6 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from conftest import write_official
 from hatememes.metrics import Predictions, delong_test, write_metrics, write_predictions
+from hatememes.report import auroc_cell, results_markdown
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
 import report as report_stage  # noqa: E402  pipelines/report.py
@@ -126,6 +127,18 @@ def test_markdown_and_plots(tree):
             assert image.size[0] > 300 and np.asarray(image.convert("L")).std() > 5  # drawn, not blank
     assert not (root / "eval" / "plots" / "roc_test_seen.png").exists()  # no labels, no ROC
     assert f"sha256 `{0:064x}`" in markdown and "models/mmbt/params.json sha256" in markdown
+
+
+def test_summary_md_is_the_readme_table(tree):
+    root, summary, _ = tree
+    table = (root / "eval" / "summary.md").read_text().splitlines()
+    assert table[0] == "| model | dev_seen | dev_unseen | test_seen | test_unseen |"
+    assert [row.split(" | ")[0] for row in table[2:]] == [f"| `{m}`" for m in summary["models"]]
+    from_files = results_markdown(root / "eval").splitlines()  # every model but course_lstm has metrics.json
+    assert [row for row in table if "course_lstm" not in row] == from_files
+    lstm = next(row for row in table if "`course_lstm`" in row)  # recomputed, as in the report
+    assert auroc_cell(summary["splits"]["dev_seen"]["rows"]["course_lstm"]) in lstm
+    assert next(row for row in table if "`mmbt`" in row).endswith("| — | — |")  # test_seen unlabelled, no test_unseen
 
 
 def test_error_gallery_holds_confident_mistakes(tree):

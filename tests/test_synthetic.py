@@ -67,15 +67,16 @@ def test_label_rule_is_balanced_over_each_modality():
     assert (table.sum(0) == len(S.HATEFUL_OFFSETS)).all() and (table.sum(1) == len(S.HATEFUL_OFFSETS)).all()
 
 
-def test_labels_follow_the_rule_and_hateful_share_is_about_37_percent(default_memes):
+def test_labels_follow_the_rule_and_every_concept_is_hateful_at_the_base_rate(default_memes):
+    rate = len(S.HATEFUL_OFFSETS) / len(S.OBJECTS)
     for split, memes in default_memes.items():
         assert all(m.meme.label == int(S.is_hateful(m.text_concept, m.image_concept)) for m in memes)
         share = np.mean([m.meme.label for m in memes])
-        assert 0.35 <= share <= 0.40, (split, share)
-        for concept in range(len(S.OBJECTS)):  # each concept, in text or in image, is hateful ~3/8 of the time
+        assert abs(share - rate) <= 0.03, (split, share)
+        for concept in range(len(S.OBJECTS)):  # each concept, in text or in image, is hateful at the base rate
             for key in ("text_concept", "image_concept"):
                 rows = [m.meme.label for m in memes if getattr(m, key) == concept]
-                assert abs(np.mean(rows) - 0.375) < 0.1, (split, key, concept)
+                assert abs(np.mean(rows) - rate) < 0.1, (split, key, concept)
 
 
 @pytest.mark.parametrize("config", [S.SyntheticConfig(), SMALL, S.SyntheticConfig(seed=7, scale=0.05)])

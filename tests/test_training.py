@@ -20,7 +20,7 @@ sys.path.insert(0, str(HELPERS))
 
 from toy_training import LOOP, toy_items, toy_model  # noqa: E402
 
-from hatememes.training import predict, train  # noqa: E402
+from hatememes.training import auroc_or_nan, predict, train  # noqa: E402
 
 
 def test_clip_fusion_learns_a_pairwise_rule_and_keeps_the_best_epoch(tmp_path, learned):
@@ -99,3 +99,14 @@ def test_a_rewritten_base_model_discards_the_checkpoints_of_the_old_one(tmp_path
     (tmp_path / "base" / "model.safetensors").write_bytes(b"new weights")  # same size, same name
     stage.discard_stale_checkpoints(checkpoints, fingerprint())
     assert not (checkpoints / "step-00000002").exists()
+
+
+def test_dev_auroc_equals_scikit_learn_with_ties_and_unlabelled_rows():
+    rng = np.random.default_rng(0)
+    for size in (2, 7, 50, 400):
+        labels = rng.integers(-1, 2, size)  # -1: unlabelled
+        labels[:2] = (0, 1)
+        probs = rng.integers(0, 5, size) / 4 if size > 7 else rng.random(size)  # ties in the larger ones
+        known = labels >= 0
+        assert auroc_or_nan(probs, labels) == pytest.approx(roc_auc_score(labels[known], probs[known]), abs=1e-12)
+    assert np.isnan(auroc_or_nan(np.array([0.2, 0.4]), np.array([1, 1])))

@@ -6,6 +6,7 @@ reads `eval/<name>/predictions/<split>.csv` and `eval/<name>/metrics.json` (DESI
 recomputed from the predictions where metrics.json is missing), `data/memes/` (manifest and meme images
 for the error gallery) and `models/<name>/params.json`, and writes into `out_dir`:
     report.md, report.html (self-contained: inline CSS, images as base64, nothing fetched), summary.json,
+    summary.md (the AUROC table the README shows: `results_markdown`, `python -m hatememes.readme_results`),
     plots/roc_<split>.png, plots/auroc.png, plots/calibration_<split>.png, plots/errors_<split>.png.
 Published numbers sit in their own table: they are the papers' numbers on the real data, not this run's.
 Figures are drawn on matplotlib `Figure` objects with the Agg canvas (no pyplot, no global backend).
@@ -399,6 +400,34 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows])
 
 
+# ----- the results table: eval/summary.md, copied into the README by `python -m hatememes.readme_results`
+
+RESULT_SPLITS = ("dev_seen", "dev_unseen", "test_seen", "test_unseen")
+NO_RUN = ("_No committed run yet (no `eval/*/metrics.json`): run `dvc repro`, then "
+          "`python -m hatememes.readme_results`._")
+
+
+def results_table(metrics: dict[str, dict]) -> str:
+    """AUROC [95% bootstrap CI] of each model (in the given order) on each official split, as markdown.
+
+    `metrics` maps a model name to its metrics.json content (DESIGN §7); a split it lacks shows as —."""
+    if not metrics:
+        return NO_RUN + "\n"
+    rows = [[f"`{name}`"] + [auroc_cell(entry.get(split)) for split in RESULT_SPLITS]
+            for name, entry in metrics.items()]
+    return md_table(["model", *RESULT_SPLITS], rows) + "\n"
+
+
+def results_markdown(eval_dir: Path, models: tuple[str, ...] = ()) -> str:
+    """`results_table` from the eval/<name>/metrics.json files alone (no predictions needed).
+
+    `models` orders the rows as the report does (params.yaml `report.models`); empty: every model with a
+    metrics.json, sorted by name. A named model without metrics.json is left out."""
+    paths = {p.parent.name: p for p in Path(eval_dir).glob("*/metrics.json")}
+    names = [n for n in models if n in paths] if models else sorted(paths)
+    return results_table({n: json.loads(paths[n].read_text(encoding="utf-8")) for n in names})
+
+
 def render_markdown(summary: dict, figures: list[tuple[str, Path]], out_dir: Path) -> str:
     parts = [f"# {TITLE}", "", "## AUROC of every model on every split", "", md_table(*overview_rows(summary)), "",
              DELONG_NOTE, ""]
@@ -523,7 +552,7 @@ def render_html(summary: dict, figures: list[tuple[str, Path]], params: ReportPa
 
 def build_report(eval_dir: Path, memes_dir: Path, out_dir: Path, params: ReportParams,
                  resolved_params: dict, models_dir: Path | None = None) -> dict:
-    """Write report.md, report.html, summary.json and plots/ into `out_dir`; return the summary."""
+    """Write report.md, report.html, summary.json, summary.md and plots/ into `out_dir`; return the summary."""
     out_dir = Path(out_dir)
     runs = [load_run(eval_dir, name, params) for name in discover_models(eval_dir, params.models)]
     if not runs:
@@ -533,6 +562,7 @@ def build_report(eval_dir: Path, memes_dir: Path, out_dir: Path, params: ReportP
     figures = write_figures(runs, summary, params, out_dir / "plots")
     (out_dir / "report.md").write_text(render_markdown(summary, figures, out_dir), encoding="utf-8")
     (out_dir / "report.html").write_text(render_html(summary, figures, params), encoding="utf-8")
+    (out_dir / "summary.md").write_text(results_table({r.name: r.metrics for r in runs}), encoding="utf-8")
     summary["plots"] = [str(p.relative_to(out_dir)) for _, p in figures]
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return summary

@@ -5,7 +5,11 @@
 
 A meme is a scene (one object drawn with PIL) with a caption about one object printed in a band above or
 below it. With K objects, a meme is hateful iff (text concept - image concept) mod K is in HATEFUL_OFFSETS,
-the way a real meme is hateful only for some combinations of what it says and what it shows. Memes come in
+the way a real meme is hateful only for some combinations of what it says and what it shows: with the
+objects on a cycle, when the caption's object comes one to three places after the picture's. Measured on
+dev_seen with the same tiny LLaVA base (docs/measurements.md): LoRA learns this rule in a few epochs, as
+it learnt an earlier world's offsets (1, 3, 6); the exclusive-or of the two objects' kinds (odd offsets)
+it did not learn at all. Memes come in
 blocks of K (one text with every image concept), so each text and each image concept is hateful exactly
 |S|/K of the time; each hateful meme shares its scene with a benign meme, so it has a benign twin with the
 same picture and another caption, and a benign twin with the same caption and another picture (the
@@ -16,6 +20,7 @@ stream; half its images carry a band of filler words, as captioned web images do
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import defaultdict
@@ -34,7 +39,7 @@ COLORS = {"red": (215, 35, 35), "green": (35, 165, 60), "blue": (40, 85, 225),
 BACKGROUNDS = {"white": (238, 238, 232), "grey": (125, 125, 125), "black": (28, 28, 30)}
 SIZES = {"small": (0.50, 0.62), "large": (0.70, 0.85)}  # object radius, as a fraction of half the scene side
 POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
-HATEFUL_OFFSETS = (1, 3, 6)  # hateful iff (text concept - image concept) mod K in here: 3/8 = 37.5% hateful
+HATEFUL_OFFSETS = (1, 2, 3)  # hateful iff (text concept - image concept) mod K in here: 3/8 = 37.5% hateful
 SEEN_STYLES = ("plain", "gradient", "stripes")
 UNSEEN_STYLES = ("dots", "checker")
 SPLIT_SIZES = {"train": 8500, "dev_seen": 500, "dev_unseen": 540, "test_seen": 1000, "test_unseen": 2000}
@@ -65,6 +70,7 @@ FILLER = tuple("""lol me monday morning coffee friends weekend work again why ev
 BANDED_FRACTION = 0.5  # corpus images with a band of filler text, like captioned images on the web
 SUPERSAMPLE = 2
 BAND_FRACTION = 0.28  # the caption band's share of the meme height
+CAPTION_PX = 112  # captions are set at least this wide and reduced: at 32 px an 8-px font overflows the band
 
 
 @dataclass(frozen=True)
@@ -207,18 +213,32 @@ def wrap(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
     return lines
 
 
+@functools.cache
+def caption_font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
+
+
+def render_caption(caption: str, width: int, height: int) -> Image.Image:
+    """Black text centred on a white band, set at CAPTION_PX or wider and reduced to `width` x `height`."""
+    scale = max(1, math.ceil(CAPTION_PX / width))
+    w, h = width * scale, height * scale
+    band = Image.new("RGB", (w, h), (255, 255, 255))
+    font = caption_font(max(8, round(w / 11)))
+    lines = wrap(caption, font, w - 4)
+    line_height = font.size + 1
+    top = max(1, (h - line_height * len(lines)) // 2)
+    draw = ImageDraw.Draw(band)
+    for k, line in enumerate(lines):
+        draw.text(((w - font.getlength(line)) / 2, top + k * line_height), line, fill=(0, 0, 0), font=font)
+    return band if scale == 1 else band.resize((width, height), Image.Resampling.BOX)
+
+
 def render_meme(scene: Scene, caption: str, size: int) -> Image.Image:
     """The scene with its caption printed in a white band above or below it, like a meme."""
     band = round(size * BAND_FRACTION)
     image = Image.new("RGB", (size, size), (255, 255, 255))
     image.paste(render_scene(scene, size, size - band), (0, band if scene.band == "top" else 0))
-    font = ImageFont.load_default(size=max(8, round(size / 11)))
-    lines = wrap(caption, font, size - 4)
-    line_height = font.size + 1
-    top = (0 if scene.band == "top" else size - band) + max(1, (band - line_height * len(lines)) // 2)
-    draw = ImageDraw.Draw(image)
-    for k, line in enumerate(lines):
-        draw.text(((size - font.getlength(line)) / 2, top + k * line_height), line, fill=(0, 0, 0), font=font)
+    image.paste(render_caption(caption, size, band), (0, 0 if scene.band == "top" else size - band))
     return image
 
 
@@ -317,7 +337,12 @@ def sample_memes(config: SyntheticConfig) -> dict[str, list[SyntheticMeme]]:
 
 def oracles(memes: dict[str, list[SyntheticMeme]]) -> dict[str, dict[str, float]]:
     """AUROC of the best text-only, image-only and pair predictors fitted on train (train means by key)."""
-    from sklearn.metrics import roc_auc_score  # scikit-learn's import is paid only where memes are made
+    from scipy.stats import rankdata  # paid only where memes are made
+
+    def roc_auc_score(labels: list[int], scores: list[float]) -> float:  # Mann-Whitney U / (m n)
+        labels, ranks = np.asarray(labels), rankdata(scores)
+        m = int(labels.sum())
+        return float((ranks[labels == 1].sum() - m * (m + 1) / 2) / (m * (len(labels) - m)))
 
     train = memes["train"]
     prior = float(np.mean([m.meme.label for m in train]))

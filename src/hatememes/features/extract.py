@@ -17,7 +17,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
-from tqdm.auto import tqdm
+from hatememes.progress import progress
 
 from hatememes.data.memes import Meme, load_rgb, read_split
 from hatememes.threads import cpu_threads
@@ -66,7 +66,7 @@ def run_shard(extractor, dataset, batch_size, num_workers, accelerator, desc) ->
     device = accelerator.device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     outputs: dict[str, list[torch.Tensor]] = {}
-    bar = tqdm(total=len(dataset), desc=f"{desc}", unit="img", disable=not accelerator.is_local_main_process)
+    bar = progress(total=len(dataset), desc=f"{desc}", unit="img", disable=not accelerator.is_local_main_process)
 
     def encode(batch: dict[str, torch.Tensor]) -> int:
         batch = {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -274,62 +275,82 @@ def pretrain(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor, e
     def loss_fn(index: torch.Tensor) -> torch.Tensor:
         rows = [encoded[i] for i in index]
         input_ids = pad_left([row[1] for row in rows], pad_id)  # (B, T)
-        return model(
+        labels = pad_left([row[2] for row in rows], -100)  # (B, T): left padding puts every answer at the end
+        span = labels.shape[1] - int((labels != -100).any(0).nonzero()[0])  # the columns holding answer tokens
+        logits = model(
             input_ids=input_ids,
             attention_mask=(input_ids != pad_id).long(),
             pixel_values=pixel_values[[row[0] for row in rows]],  # (B, 3, H, W)
-            labels=pad_left([row[2] for row in rows], -100),
-        ).loss
+            logits_to_keep=span + 1,  # the vocabulary projection only where the loss reads it
+        ).logits  # (B, span + 1, V): position t predicts token t + 1
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, -span:].flatten(), ignore_index=-100)
 
     return fit(parameters, loss_fn, len(encoded), config.epochs, config.lr, config)
 
 
+def pixel_values_of(processor: LlavaProcessor, corpus_dir: Path, pairs: list[dict]) -> torch.Tensor:
+    """(N, 3, H, W): the pairs' images through the processor's image half, once per stage."""
+    if not pairs:
+        return torch.empty(0)
+    images = [load_rgb(Path(corpus_dir) / pair["image"]) for pair in pairs]
+    return processor.image_processor(images, return_tensors="pt")["pixel_values"]
+
+
+def prompt_batch(tokenizer, prompts: list[str], image_tokens: int) -> dict[str, torch.Tensor]:
+    """input_ids and attention_mask, the image token expanded as the processor expands it, padded left so
+    that the last position is every prompt's answer position."""
+    rows = [tokenizer(prompt.replace("<image>", "<image>" * image_tokens))["input_ids"] for prompt in prompts]
+    input_ids = pad_left(rows, tokenizer.pad_token_id)  # (B, T)
+    return {"input_ids": input_ids, "attention_mask": (input_ids != tokenizer.pad_token_id).long()}
+
+
 @torch.no_grad()
-def shape_accuracy(model: LlavaForConditionalGeneration, processor: LlavaProcessor, corpus_dir: Path,
+def shape_accuracy(model: LlavaForConditionalGeneration, tokenizer, pixel_values: torch.Tensor,
                    pairs: list[dict]) -> float | None:
     """How often the most likely object word after the image-shape question is the pair's object."""
     if not pairs:
         return None
     objects = sorted({pair["object"] for pair in pairs})
-    object_ids = [processor.tokenizer(f" {name}", add_special_tokens=False)["input_ids"][0] for name in objects]
+    object_ids = [tokenizer(f" {name}", add_special_tokens=False)["input_ids"][0] for name in objects]
     model.eval()
     hits = 0
-    for start in range(0, len(pairs), 128):
-        chunk = pairs[start : start + 128]
-        images = [load_rgb(Path(corpus_dir) / pair["image"]) for pair in chunk]
-        prompt = FRAME.format(text="", question=IMAGE_SHAPE)
-        batch = processor(images=images, text=[prompt] * len(chunk), padding=True, return_tensors="pt")
-        logits = model(**batch, logits_to_keep=1).logits[:, -1, object_ids]  # (B, objects)
+    prompt = FRAME.format(text="", question=IMAGE_SHAPE)
+    for start in range(0, len(pairs), 256):
+        chunk = pairs[start : start + 256]
+        batch = prompt_batch(tokenizer, [prompt] * len(chunk), model.config.image_seq_length)
+        logits = model(**batch, pixel_values=pixel_values[start : start + 256],
+                       logits_to_keep=1).logits[:, -1, object_ids]  # (B, objects)
         hits += sum(objects[k] == pair["object"] for k, pair in zip(logits.argmax(-1).tolist(), chunk, strict=True))
     return hits / len(pairs)
 
 
 @torch.no_grad()
-def answer_probe(model: LlavaForConditionalGeneration, processor: LlavaProcessor, corpus_dir: Path,
-                 train: list[dict], heldout: list[dict], seed: int = 0) -> dict[str, float] | None:
+def answer_probe(model: LlavaForConditionalGeneration, tokenizer, train: tuple[torch.Tensor, list[dict]],
+                 heldout: tuple[torch.Tensor, list[dict]], seed: int = 0) -> dict[str, float] | None:
     """What the meme prompt's answer position knows before any LoRA: linear probes of the language model's
     last hidden state there, with the meme prompt quoting another pair's description, fitted on `train`
-    pairs and scored on `heldout` ones: accuracy for the object in the image and for the object the quoted
-    text names. A rule over the two (what the LoRA stage must learn) needs both to be there."""
-    if not train or not heldout:
+    pairs and scored on `heldout` ones (each given as its pixel values and its pairs): accuracy for the
+    object in the image and for the object the quoted text names. A rule over the two (what the LoRA stage
+    must learn) needs both to be there."""
+    if not train[1] or not heldout[1]:
         return None
     model.eval()
     generator = torch.Generator().manual_seed(seed)
 
-    def states(pairs: list[dict]) -> tuple[np.ndarray, list[str], list[str]]:
+    def states(pixel_values: torch.Tensor, pairs: list[dict]) -> tuple[np.ndarray, list[str], list[str]]:
         others = [pairs[k] for k in torch.randperm(len(pairs), generator=generator).tolist()]
         rows = []
-        for start in range(0, len(pairs), 128):
-            chunk, quoted = pairs[start : start + 128], others[start : start + 128]
-            batch = processor(images=[load_rgb(Path(corpus_dir) / pair["image"]) for pair in chunk],
-                              text=[DEFAULT_PROMPT.format(text=other["text"]) for other in quoted],
-                              padding=True, return_tensors="pt")
-            rows.append(model(**batch, output_hidden_states=True).hidden_states[-1][:, -1])  # (B, hidden)
+        for start in range(0, len(pairs), 256):
+            quoted = others[start : start + 256]
+            batch = prompt_batch(tokenizer, [DEFAULT_PROMPT.format(text=other["text"]) for other in quoted],
+                                 model.config.image_seq_length)
+            hidden = model(**batch, pixel_values=pixel_values[start : start + 256], output_hidden_states=True)
+            rows.append(hidden.hidden_states[-1][:, -1])  # (B, hidden)
         return (torch.cat(rows).float().numpy(), [pair["object"] for pair in pairs],
                 [other["object"] for other in others])
 
-    x_train, image_train, text_train = states(train)
-    x_heldout, image_heldout, text_heldout = states(heldout)
+    x_train, image_train, text_train = states(*train)
+    x_heldout, image_heldout, text_heldout = states(*heldout)
     scale = StandardScaler().fit(x_train)
     x_train, x_heldout = scale.transform(x_train), scale.transform(x_heldout)
 
@@ -352,21 +373,27 @@ def build_tiny_base(corpus_dir: str | Path, out_dir: str | Path, config: TinyLla
     answer_token_ids(tokenizer)  # fail early if Yes/No are not single tokens
     processor = build_processor(tokenizer, config)
     model = build_model(tokenizer, config)
-    images = [load_rgb(Path(corpus_dir) / pair["image"]) for pair in pairs]
-    pixel_values = processor.image_processor(images, return_tensors="pt")["pixel_values"]  # (N, 3, H, W)
+    pixel_values = pixel_values_of(processor, corpus_dir, pairs)  # (N, 3, H, W)
     samples = instruction_samples(pairs, config.seed)
     encoded = encode_samples(tokenizer, samples, model.config.image_seq_length)
     model.train()
+    started = time.perf_counter()
     vision_losses = pretrain_vision(model, pixel_values, concept_labels(pairs), config)
+    print(f"stage 0 (vision tower): {config.vision_epochs} epochs in {time.perf_counter() - started:.1f}s", flush=True)
+    started = time.perf_counter()
     losses = pretrain(model, pixel_values, encoded, config, tokenizer.pad_token_id)
+    print(f"stage 1 (projector + language model): {config.epochs} epochs in {time.perf_counter() - started:.1f}s",
+          flush=True)  # printed, not logged: the folder holds no wall-clock time
     model.requires_grad_(True)
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     heldout = read_pairs(corpus_dir, "heldout")
+    heldout_pixels = pixel_values_of(processor, corpus_dir, heldout)
     log = {"config": asdict(config), "pairs": len(pairs),
-           "heldout_shape_accuracy": shape_accuracy(model, processor, corpus_dir, heldout),
-           "answer_probe": answer_probe(model, processor, corpus_dir, pairs[:PROBE_PAIRS], heldout, config.seed),
+           "heldout_shape_accuracy": shape_accuracy(model, tokenizer, heldout_pixels, heldout),
+           "answer_probe": answer_probe(model, tokenizer, (pixel_values[:PROBE_PAIRS], pairs[:PROBE_PAIRS]),
+                                        (heldout_pixels, heldout), config.seed),
            "vision_epoch_loss": vision_losses, "epoch_loss": losses}
     (out_dir / "pretrain_log.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
     return out_dir
