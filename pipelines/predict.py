@@ -72,10 +72,10 @@ def build_extractors(model_dir: Path, inputs) -> dict:
 def compute_features(extractors: dict, root: Path, memes: list, batch_size: int = 64) -> dict:
     """The cached-feature rows these memes would have, in the pipeline's batches."""
     import torch
-    from hatememes.progress import progress
 
     from hatememes.data.memes import load_rgb
     from hatememes.data.readers import FEATURE_TENSORS
+    from hatememes.progress import progress
 
     features = {}
     for name, extractor in extractors.items():

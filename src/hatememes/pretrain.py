@@ -27,10 +27,10 @@ import torch
 from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
 from torch import Tensor
-from hatememes.progress import progress
 
 from hatememes.data.memes import load_rgb
 from hatememes.data.synthetic import COLORS, OBJECTS
+from hatememes.progress import progress
 from hatememes.threads import cpu_threads
 
 CONFIG_DIR = Path(__file__).parent / "features" / "model_configs"

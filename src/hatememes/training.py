@@ -26,10 +26,10 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
-from hatememes.progress import progress
 
 from hatememes.data.readers import MemeItems
 from hatememes.losses import LossConfig, make_loss
+from hatememes.progress import progress
 
 
 @dataclass(frozen=True)

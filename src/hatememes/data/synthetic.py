@@ -6,15 +6,14 @@
 A meme is a scene (one object drawn with PIL) with a caption about one object printed in a band above or
 below it. With K objects, a meme is hateful iff (text concept - image concept) mod K is in HATEFUL_OFFSETS,
 the way a real meme is hateful only for some combinations of what it says and what it shows: with the
-objects on a cycle, when the caption's object comes one to three places after the picture's. Measured on
-dev_seen with the same tiny LLaVA base (docs/measurements.md): LoRA learns this rule in a few epochs, as
-it learnt an earlier world's offsets (1, 3, 6); the exclusive-or of the two objects' kinds (odd offsets)
-it did not learn at all. Memes come in
-blocks of K (one text with every image concept), so each text and each image concept is hateful exactly
-|S|/K of the time; each hateful meme shares its scene with a benign meme, so it has a benign twin with the
-same picture and another caption, and a benign twin with the same caption and another picture (the
-confounders of Kiela et al. 2020). The `*_unseen` splits use caption templates and background styles never
-used in train or `*_seen`, over the same vocabulary. The corpus uses the same renderer and a disjoint seed
+objects on a cycle, when the caption's object comes one to three places after the picture's. Of the rules
+tried (docs/measurements.md), MMBT and LLaVA-LoRA learn this one fastest; the exclusive-or of the two
+objects' kinds (odd offsets) the LoRA did not learn at all. Memes come in blocks of K (one text with every
+image concept), so each text and each image concept is hateful exactly |S|/K of the time; each hateful
+meme shares its scene with a benign meme, so it has a benign twin with the same picture and another
+caption, and a benign twin with the same caption and another picture (the confounders of Kiela et al.
+2020). The `*_unseen` splits use caption templates and background styles never used in train or
+`*_seen`, over the same vocabulary. The corpus uses the same renderer and a disjoint seed
 stream; half its images carry a band of filler words, as captioned web images do.
 """
 

@@ -17,9 +17,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
-from hatememes.progress import progress
 
 from hatememes.data.memes import Meme, load_rgb, read_split
+from hatememes.progress import progress
 from hatememes.threads import cpu_threads
 
 
