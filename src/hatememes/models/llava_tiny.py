@@ -21,17 +21,18 @@ The questions share the meme prompt's frame, so the answer position learns to re
 quoted text; whether a meme is hateful is never taught here. `answer_probe` measures that it does: linear
 probes of the last hidden state at the meme prompt's answer position, for the image's object and the quoted
 text's. The demo's rule is a table over the two with no signal in either alone, so LoRA can only learn it
-if both are already there; measured on the demo corpus (held-out pairs) and memes (test_unseen):
+if both are already there. Measured on the demo corpus (held-out pairs) and the memes' dev_seen split (the
+test splits are not read to choose settings), with a 6-epoch LoRA schedule:
 
-    stage 0 / 1 epochs   probe image / text   llava_lora test_unseen
-    24 / 4               0.74 / 0.21          0.50 (train loss 0.73: not even the training memes)
-    24 / 16              0.65 / 0.89          0.74 (40 LoRA epochs; the others 16)
-    48 / 10              0.92 / 0.96          0.91
-    48 / 16              0.95 / 0.82          0.94-0.95 (two runs)
+    stage 0 / 1 epochs   probe image / text   llava_lora dev_seen by epoch
+    48 / 16              0.957 / 0.788        0.68, 0.83, 0.86, 0.89, 0.91, 0.92
+    48 / 10              0.925 / 0.997        0.85, 0.89, 0.91, 0.94, 0.95, 0.95
 
-(the defaults are 48 / 16). The model and processor are saved with `save_pretrained`, so the demo points
-`base:` at that folder exactly as the full profile points at `llava-hf/llava-1.5-7b-hf`. Corpus layout
-(hatememes.data.synthetic): `pairs.jsonl` lines
+(the defaults are 48 / 10). In an earlier world (112-px memes, another rule) a base with 4 stage-1 epochs
+never read the quoted text (probe 0.21) and LoRA stayed at chance; the vision tower learns the shapes late
+(held-out object 0.80 after 24 stage-0 epochs, 0.98 after 48). The model and processor are saved with
+`save_pretrained`, so the demo points `base:` at that folder exactly as the full profile points at
+`llava-hf/llava-1.5-7b-hf`. Corpus layout (hatememes.data.synthetic): `pairs.jsonl` lines
 {"image": "images/000001.png", "text": ..., "object": ..., "color": ..., "split": "train" | "heldout"}.
 """
 
@@ -84,7 +85,7 @@ class TinyLlavaConfig:
     vision_epochs: int = 48  # stage 0: the vision tower (shapes are learnt late: held-out object 0.80 after 24)
     vision_lr: float = 5.0e-3
     shift: int = 0  # stage 0 augmentation: random translation by up to this many pixels (0: none)
-    epochs: int = 16  # stage 1: projector + language model (after 4 the answer does not read the quoted text)
+    epochs: int = 10  # stage 1: projector + language model (after 4 the answer does not read the quoted text)
     batch_size: int = 64
     lr: float = 3.0e-3
     seed: int = 0
