@@ -22,13 +22,14 @@ from hatememes.data.readers import load_items
 from hatememes.evaluation import EvaluateParams, write_evaluation
 from hatememes.files import read_json, report_write_error
 from hatememes.inference import load_model, score
+from hatememes.launch import relaunch
 from hatememes.metrics import Predictions
 from hatememes.training import train_params
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", help="the model's name (as in params.yaml train.models)")
+    parser.add_argument("name", help="the model's name (a stage of dvc.yaml: evaluate@NAME)")
     parser.add_argument("--memes", type=Path, default=Path("data/memes"))
     parser.add_argument("--features", type=Path, default=Path("data/features"))
     parser.add_argument("--model", type=Path, help="the trained model folder (default: models/NAME)")
@@ -37,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out or Path("eval") / args.name
     try:
-        evaluate(args.name, P.from_arguments(args), args.memes, args.features, args.model, out)
+        params = P.from_arguments(args)
+        relaunch(params, __file__, sys.argv[1:] if argv is None else argv)
+        evaluate(args.name, params, args.memes, args.features, args.model, out)
     except Exception as error:
         return report_write_error("evaluate", out, error)
     return 0

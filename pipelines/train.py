@@ -1,4 +1,4 @@
-"""Stage `train@MODEL`: fit one model of params.yaml `train.models` and save it to models/MODEL.
+"""Stage `train@MODEL`: fit one model (a section of params.yaml `train`) and save it to models/MODEL.
 
     python pipelines/train.py clip_fusion --memes data/memes --features data/features --out models/clip_fusion
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml pipelines/train.py mmbt --memes ... --out ...
@@ -23,6 +23,7 @@ from hatememes.data.memes import read_split
 from hatememes.data.readers import FEATURE_TENSORS, load_items
 from hatememes.data.sources import sha256_file
 from hatememes.files import read_json, report_write_error, write_json
+from hatememes.launch import relaunch
 from hatememes.models import MODELS, BuildContext, get_model_class
 from hatememes.training import LoopParams, train, train_params
 
@@ -37,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out or Path("models") / args.model
     try:
-        fit_and_save(args.model, P.from_arguments(args), args.memes, args.features, out)
+        params = P.from_arguments(args)
+        relaunch(params, __file__, sys.argv[1:] if argv is None else argv)
+        fit_and_save(args.model, params, args.memes, args.features, out)
     except Exception as error:
         return report_write_error("train", out, error)
     return 0

@@ -1,8 +1,7 @@
-"""dvc.yaml, params.yaml, profiles/full.yaml and the dataclasses agree, in both profiles."""
+"""dvc.yaml, params.yaml (composed from conf/ for either profile) and the dataclasses agree."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -12,25 +11,23 @@ import yaml
 from hatememes.data.sources import FetchParams
 from hatememes.evaluation import EvaluateParams
 from hatememes.features import EXTRACTORS, FeaturesParams
+from hatememes.launch import LaunchParams
 from hatememes.models import MODELS
 from hatememes.models.ensemble import EnsembleConfig
 from hatememes.models.llava_tiny import PretrainLlavaParams
-from hatememes.params import load_params, section
+from hatememes.params import compose, load_params, section
 from hatememes.pretrain import PretrainParams
 from hatememes.report import ReportParams
 from hatememes.training import train_params
 
 ROOT = Path(__file__).parents[1]
 SECTIONS = {"fetch": FetchParams, "pretrain": PretrainParams, "pretrain_llava": PretrainLlavaParams,
-            "features": FeaturesParams, "report": ReportParams}
+            "features": FeaturesParams, "report": ReportParams, "launch": LaunchParams}
 
 
 @pytest.fixture(params=["demo", "full"])
 def params(request, tmp_path) -> dict:
-    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
-    text = (ROOT / "params.yaml").read_text().replace("profile: demo", f"profile: {request.param}", 1)
-    (tmp_path / "params.yaml").write_text(text)
-    return load_params(tmp_path / "params.yaml")
+    return load_params(compose([f"profile={request.param}"], ROOT / "conf", tmp_path / "params.yaml"))
 
 
 def test_every_section_loads_into_its_dataclass(params):
@@ -40,8 +37,8 @@ def test_every_section_loads_into_its_dataclass(params):
     extra = {"evaluate": EvaluateParams, "ensemble": EnsembleConfig, "explain": ExplainParams}
     for name, cls in {**SECTIONS, **extra}.items():
         section(params, name, cls)
-    config = train_params(params)
-    assert set(config.models) <= set(MODELS)
+    train_params(params)
+    assert set(params["train"]) - {"dev_split"} == set(MODELS)
     top = set(params) - {"_sources"}
     assert top == {"profile", "train", *extra, *SECTIONS}, "a params section without a stage (or v.v.)"
 
@@ -49,12 +46,13 @@ def test_every_section_loads_into_its_dataclass(params):
 def test_dvc_stages_match_params_and_code():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     params = load_params(ROOT / "params.yaml")
-    models = train_params(params).models
+    models = [name for name in params["train"] if name != "dev_split"]
     stages = dvc["stages"]
     assert list(stages) == ["fetch", "pretrain", "pretrain_llava", "features", "train", "evaluate", "explain",
                             "ensemble", "report"]
     assert stages["features"]["foreach"] == list(EXTRACTORS)
-    assert stages["train"]["foreach"] == stages["evaluate"]["foreach"] == "${train.models}"
+    assert list(stages["train"]["foreach"]) == models, "dvc.yaml's train stages and params.yaml's models differ"
+    assert stages["evaluate"]["foreach"] == stages["train"]["foreach"]
     for stage in stages:
         assert (ROOT / "pipelines" / f"{stage}.py").is_file(), f"stage {stage} has no script"
     report_deps = {d for d in stages["report"]["deps"] if d.startswith("eval/") and not d.endswith("/extra")}

@@ -1,6 +1,8 @@
 """The params loader is strict: missing, unknown and mistyped keys fail naming the key and the file.
 
 It reads YAML as DVC does (YAML 1.2): a params.yaml that `dvc exp run -S` rewrote means what it meant before.
+params.yaml is Hydra's composition of conf/ (DVC's own `compose_and_dump`, as `dvc exp run -S` calls it): the
+committed file is that composition, a profile's values land in it, and an override after them wins.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Literal
 
 import pytest
 
-from hatememes.params import ParamsError, load_params, read_yaml, section
+from hatememes.params import ParamsError, compose, load_params, read_yaml, section
 
 ROOT = Path(__file__).parents[1]
 
@@ -33,11 +35,8 @@ class Outer:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-def write(tmp_path: Path, text: str, overlay: str | None = None) -> Path:
+def write(tmp_path: Path, text: str) -> Path:
     (tmp_path / "params.yaml").write_text(text)
-    if overlay is not None:
-        (tmp_path / "profiles").mkdir()
-        (tmp_path / "profiles" / "full.yaml").write_text(overlay)
     return tmp_path / "params.yaml"
 
 
@@ -72,23 +71,62 @@ def test_rejects_bad_params_naming_key_and_file(tmp_path, text, message):
     assert str(path) in str(error.value)
 
 
-def test_profile_overlay_and_overrides(tmp_path):
-    path = write(tmp_path, BASE.replace("profile: demo", "profile: full"), overlay="stage:\n  epochs: 20\n")
-    params = load_params(path, overrides=["stage.inner.lr=0.5"])
-    config = section(params, "stage", Outer)
-    assert (config.epochs, config.inner.lr) == (20, 0.5)
-    assert str(tmp_path / "profiles" / "full.yaml") in params["_sources"]
+def test_overrides_apply_over_the_file(tmp_path):
+    params = load_params(write(tmp_path, BASE), overrides=["stage.inner.lr=0.5"])
+    assert section(params, "stage", Outer).inner.lr == 0.5
+    assert params["_sources"] == [str(tmp_path / "params.yaml"), "override stage.inner.lr=0.5"]
+    with pytest.raises(ParamsError, match="unknown key 'stage.inner.lrr'"):
+        load_params(tmp_path / "params.yaml", overrides=["stage.inner.lrr=0.5"])
 
 
-def test_overlay_cannot_invent_keys(tmp_path):
-    path = write(tmp_path, BASE.replace("profile: demo", "profile: full"), overlay="stage:\n  epohcs: 20\n")
-    with pytest.raises(ParamsError, match=r"full.yaml: unknown key 'stage.epohcs'"):
-        load_params(path)
+def test_the_committed_params_yaml_is_the_demo_composition(tmp_path):
+    """params.yaml is generated: editing conf/ without composing would leave DVC tracking stale values."""
+    composed = compose([], ROOT / "conf", tmp_path / "params.yaml")
+    assert composed.read_text() == (ROOT / "params.yaml").read_text(), \
+        "params.yaml differs from conf/: run `python -m hatememes.params compose`"
 
 
-def test_missing_profile_overlay_is_an_error(tmp_path):
-    with pytest.raises(ParamsError, match="profile 'full' has no overlay"):
-        load_params(write(tmp_path, BASE.replace("profile: demo", "profile: full")))
+def leaves(tree: dict, prefix: str = "") -> dict:
+    return {key: value for name, node in tree.items()
+            for key, value in (leaves(node, f"{prefix}{name}.").items() if isinstance(node, dict)
+                               else [(f"{prefix}{name}", node)])}
+
+
+def test_the_full_profile_lands_in_params_yaml_and_an_override_wins_over_it(tmp_path):
+    import yaml
+
+    out = compose(["profile=full", "train.mmbt.loop.lr=2.0e-5", "fetch.source=zip", "fetch.path=data/hm.zip"],
+                  ROOT / "conf", tmp_path / "params.yaml")
+    params = load_params(out)
+    assert params["profile"] == "full"
+    assert params["train"]["mmbt"]["loop"]["lr"] == 2.0e-5  # the full profile sets 1e-5: the override wins
+    assert params["train"]["mmbt"]["loop"]["epochs"] == 83  # and the profile's other values are there
+    assert (params["fetch"]["source"], params["fetch"]["path"]) == ("zip", "data/hm.zip")
+    profile = yaml.safe_load((ROOT / "conf" / "profile" / "full.yaml").read_text())
+    demo = leaves(read_yaml(ROOT / "params.yaml"))
+    full = leaves(params)
+    for key, value in leaves(profile).items():
+        assert key in demo, f"conf/profile/full.yaml sets {key}, which conf/config.yaml does not have"
+        if key not in ("train.mmbt.loop.lr", "fetch.source", "fetch.path"):
+            assert full[key] == value, key
+
+
+def test_an_override_that_cannot_take_effect_fails_naming_the_key(tmp_path):
+    from hydra.errors import HydraException
+
+    with pytest.raises(HydraException, match="train.mmbt.loop.lrr"):
+        compose(["profile=full", "train.mmbt.loop.lrr=2e-5"], ROOT / "conf", tmp_path / "params.yaml")
+    with pytest.raises(HydraException, match="profile/fulll"):
+        compose(["profile=fulll"], ROOT / "conf", tmp_path / "params.yaml")
+
+
+def test_the_compose_command(tmp_path, capsys):
+    from hatememes.params import main
+
+    assert main(["compose", "profile=full", "--conf", str(ROOT / "conf"), "--out", str(tmp_path / "p.yaml")]) == 0
+    assert load_params(tmp_path / "p.yaml")["profile"] == "full"
+    assert main(["compose", "nosuch.key=1", "--conf", str(ROOT / "conf"), "--out", str(tmp_path / "p.yaml")]) == 1
+    assert "nosuch.key" in capsys.readouterr().err
 
 
 def test_reads_yaml_1_2_as_dvc_writes_it(tmp_path):
@@ -106,19 +144,21 @@ def test_reads_yaml_1_2_as_dvc_writes_it(tmp_path):
     assert section(overridden, "loop", Loop) == Loop(lr=2e-5, mixed_precision="no", tag="yes")
 
 
-PARAMS_FILES = [ROOT / "params.yaml", ROOT / "profiles" / "full.yaml"]
+@pytest.fixture(params=["demo", "full"])
+def composed(request, tmp_path_factory) -> Path:
+    """params.yaml as each profile composes it."""
+    return compose([f"profile={request.param}"], ROOT / "conf", tmp_path_factory.mktemp("p") / "params.yaml")
 
 
-@pytest.mark.parametrize("path", PARAMS_FILES, ids=lambda p: p.name)
-def test_our_reading_is_dvcs_reading(path):
-    """What runs is what DVC records: our loader and DVC's give the same values for the committed files."""
+def test_our_reading_is_dvcs_reading(composed):
+    """What runs is what DVC records: our loader and DVC's give the same values for the composed files."""
     from dvc.utils.serialize import load_yaml
 
-    assert read_yaml(path) == load_yaml(str(path))
+    assert read_yaml(composed) == load_yaml(str(composed))
 
 
-@pytest.mark.parametrize("path", PARAMS_FILES, ids=lambda p: p.name)
-def test_dvc_rewrite_round_trips_without_a_change_in_meaning(path, tmp_path):
+def test_dvc_rewrite_round_trips_without_a_change_in_meaning(composed, tmp_path):
+    path = composed
     """`dvc exp run -S`, `dvc exp apply` and `dvc params diff` rewrite or re-read params.yaml with DVC's
     round-trip YAML writer (flow lists reflowed, quotes dropped): load, dump as DVC dumps, load again."""
     from dvc.utils.serialize import dumps_yaml, modify_yaml, parse_yaml_for_update
@@ -150,7 +190,7 @@ def test_dvc_set_param_overrides_keep_their_types(tmp_path):
     params = load_params(copy)
     loop = section(params, "train.clip_fusion.loop", LoopParams)
     assert (loop.epochs, loop.lr) == (3, 2e-4)
-    for model in params["train"]["models"]:
+    for model in set(params["train"]) - {"dev_split"}:
         if "loop" in params["train"][model]:
             assert section(params, f"train.{model}.loop", LoopParams).mixed_precision == "no"
     assert params["fetch"]["zip_sha256"] == ""

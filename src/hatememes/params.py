@@ -1,9 +1,13 @@
-"""Strict, typed parameters: params.yaml (+ the profile overlay + overrides) into frozen dataclasses.
+"""Strict, typed parameters: params.yaml (+ overrides) into frozen dataclasses.
 
-    params = load_params("params.yaml")                 # dict, profile overlay applied
+    params = load_params("params.yaml")                 # dict, exactly as DVC tracks it
     fetch = section(params, "fetch", FetchParams)       # frozen dataclass, every key checked
+    python -m hatememes.params compose profile=full     # write params.yaml from conf/ (what `dvc exp run -S` does)
 
-The overlay `profiles/<profile>.yaml` may only change keys that params.yaml already has; a dataclass
+params.yaml is what runs and what DVC records. Hydra composes it from conf/config.yaml (the demo, with its
+comments) and conf/profile/<profile>.yaml (`profile=full`: the real benchmark's values over it), the way
+`dvc exp run -S` does with `hydra.enabled` in .dvc/config, so a `-S` value always lands in params.yaml after
+the profile's, and an override of a key that does not exist fails before any stage runs. A dataclass
 rejects missing, unknown and mistyped keys, and every message names the key and the file it came from.
 
 YAML is read as DVC reads and writes it: YAML 1.2 (ruamel.yaml, DVC's own library). `dvc exp run -S`
@@ -48,21 +52,12 @@ def read_yaml(path: Path) -> dict:
 
 
 def load_params(path: str | Path = "params.yaml", overrides: typing.Sequence[str] = ()) -> dict:
-    """params.yaml with `profiles/<profile>.yaml` (beside it) merged over it, then `key.path=value` overrides.
+    """params.yaml, then `key.path=value` overrides (a script's `--set`; `dvc exp run -S` writes the file).
 
     The result remembers where it came from in the key `_sources` (dropped by `resolved()`)."""
     path = Path(path)
     params = read_yaml(path)
     sources = [str(path)]
-    profile = params.get("profile", "demo")
-    overlay_path = path.parent / "profiles" / f"{profile}.yaml"
-    if overlay_path.exists():
-        overlay = read_yaml(overlay_path)
-        overlay.pop("profile", None)
-        params = merge(params, overlay, where=str(overlay_path))
-        sources.append(str(overlay_path))
-    elif profile != "demo":
-        raise ParamsError(f"{path}: profile {profile!r} has no overlay file {overlay_path}")
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
@@ -71,6 +66,16 @@ def load_params(path: str | Path = "params.yaml", overrides: typing.Sequence[str
         sources.append(f"override {item}")
     params["_sources"] = sources
     return params
+
+
+def compose(overrides: typing.Sequence[str] = (), conf_dir: str | Path = "conf",
+            out: str | Path = "params.yaml") -> Path:
+    """Write `out` from Hydra's composition of `conf_dir`/config.yaml with `overrides` (`profile=full`,
+    `train.mmbt.loop.lr=2e-5`), by the function `dvc exp run -S` calls: the file is the same either way."""
+    from dvc.utils.hydra import compose_and_dump
+
+    compose_and_dump(out, str(Path(conf_dir).resolve()), None, "config", "", list(overrides))
+    return Path(out)
 
 
 def resolved(params: dict) -> dict:
@@ -193,3 +198,33 @@ def add_arguments(parser) -> None:
 
 def from_arguments(args) -> dict:
     return load_params(args.params, args.overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m hatememes.params",
+                                     description="Compose params.yaml from conf/ (Hydra), as `dvc exp run -S` does.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    command = commands.add_parser("compose", help="write params.yaml from conf/config.yaml and the overrides")
+    command.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                         help="Hydra overrides, e.g. profile=full train.mmbt.loop.lr=2e-5")
+    command.add_argument("--conf", default="conf", help="the Hydra config folder (default: conf)")
+    command.add_argument("--out", default="params.yaml", help="the file to write (default: params.yaml)")
+    args = parser.parse_args(argv)
+    from hydra.errors import HydraException
+
+    try:
+        out = compose(args.overrides, args.conf, args.out)
+        section_names = sorted(set(resolved(load_params(out))))
+    except (HydraException, ParamsError) as error:
+        print(f"params: {error}", file=sys.stderr)
+        return 1
+    print(f"{out}: composed from {args.conf}/ with {' '.join(args.overrides) or 'no overrides'} "
+          f"(sections: {', '.join(section_names)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

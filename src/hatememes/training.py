@@ -257,11 +257,10 @@ def log_epoch(live, accelerator: Accelerator, state: LoopState, dev_auroc: float
 @dataclass(frozen=True)
 class TrainParams:
     dev_split: str = "dev_seen"
-    models: tuple[str, ...] = ()
 
 
 def train_params(params: dict, check: tuple[str, ...] | None = None) -> TrainParams:
-    """The `train` section: `dev_split`, `models`, and one `{model:, loop:}` section per model name.
+    """The `train` section: `dev_split` and one `{model:, loop:}` section per model name.
 
     Torch models need `loop` (LoopParams), fitted ones must not have it. Every section's name is checked;
     its keys and values for the models in `check` (default: all, which imports every model's module)."""
@@ -272,11 +271,8 @@ def train_params(params: dict, check: tuple[str, ...] | None = None) -> TrainPar
 
     where = " + ".join(params.get("_sources", ["params"]))
     raw = params.get("train", {})
-    config = from_dict(TrainParams, {k: v for k, v in raw.items() if k in ("dev_split", "models")}, where, "train.")
-    for name in config.models:
-        if name not in raw:
-            raise ParamsError(f"{where}: train.models lists {name!r} but there is no section train.{name}")
-    for name in set(raw) - {"dev_split", "models"}:
+    config = from_dict(TrainParams, {k: v for k, v in raw.items() if k == "dev_split"}, where, "train.")
+    for name in set(raw) - {"dev_split"}:
         if name not in MODELS:
             raise ParamsError(f"{where}: unknown key train.{name} (models: {', '.join(sorted(MODELS))})")
         if check is not None and name not in check:

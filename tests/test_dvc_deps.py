@@ -1,0 +1,116 @@
+"""What DVC records is what runs, and each stage reruns on exactly what it reads (DESIGN §3).
+
+A copy of the repository gets a stand-in file in every stage's outputs and `dvc commit`s them, so that
+`dvc status` is clean without running anything; then one input or one param changes, and `dvc status` must
+list the stages that read it and no others. Both profiles: params.yaml composed from conf/ as `dvc exp run -S`
+composes it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # about a minute: DVC's start-up for every `dvc status`
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from repo_copy import commit, copy_repository, run  # noqa: E402
+
+from hatememes.params import compose  # noqa: E402
+
+MODELS = ["clip_fusion", "clip_linear_image", "clip_linear_text", "clip_zeroshot", "mmbt", "visualbert",
+          "course_mlp", "course_cnn", "course_lstm", "course_transformer", "llava_zeroshot", "llava_lora"]
+STAGES = ("train", "evaluate")
+CLIP_READERS = {"clip_fusion", "clip_linear_image", "clip_linear_text", "clip_zeroshot", "course_mlp"}
+
+
+def stage_outputs(repository: Path) -> dict[str, list[str]]:
+    from dvc.repo import Repo
+
+    with Repo(str(repository)) as repo:
+        return {stage.addressing: [str(Path(out.def_path)) for out in stage.outs] for stage in repo.index.stages}
+
+
+def fake_outputs(repository: Path) -> None:
+    """A stand-in file in every output (a folder when the path has no suffix), then `dvc commit` them all."""
+    for outputs in stage_outputs(repository).values():
+        for output in outputs:
+            path = repository / output
+            if path.suffix:  # metrics.json, report.html
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("{}")
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+                (path / "stand-in.txt").write_text(output)
+    run(["dvc", "commit", "--force", "--quiet"], repository)
+
+
+def stale(repository: Path) -> set[str]:
+    """The stages `dvc status` lists (changed deps, params or outputs)."""
+    status = json.loads(run(["dvc", "status", "--json"], repository).stdout)
+    return set(status)
+
+
+@pytest.fixture(scope="module", params=["demo", "full"])
+def repository(request, tmp_path_factory) -> Path:
+    repository = copy_repository(tmp_path_factory.mktemp(f"deps-{request.param}") / "hatememes")
+    compose([f"profile={request.param}"], repository / "conf", repository / "params.yaml")
+    (repository / "dvc.lock").unlink(missing_ok=True)
+    fake_outputs(repository)
+    commit(repository, "every output stood in and committed")
+    assert stale(repository) == set(), "the stand-ins were committed: nothing should be out of date"
+    return repository
+
+
+def touched(repository: Path, path: str) -> set[str]:
+    """Stages out of date after a file is added to `path`; the change is undone afterwards."""
+    extra = repository / path / "new-file.txt"
+    extra.write_text("changed")
+    try:
+        return stale(repository)
+    finally:
+        extra.unlink()
+        assert stale(repository) == set()
+
+
+def test_clip_features_rerun_only_their_readers(repository):
+    assert touched(repository, "data/features/clip") == {
+        "features@clip", *(f"{stage}@{m}" for m in CLIP_READERS for stage in STAGES)}
+
+
+def test_region_features_do_not_rerun_clip_fusion_or_llava(repository):
+    readers = {"visualbert"} | ({"mmbt"} if image_features(repository) == "regions" else set())
+    assert touched(repository, "data/features/regions") == {
+        "features@regions", *(f"{stage}@{m}" for m in readers for stage in STAGES)}
+
+
+def test_a_new_llava_base_reruns_only_the_llava_models(repository):
+    assert touched(repository, "data/llava-tiny") == {
+        "pretrain_llava", *(f"{stage}@{m}" for m in ("llava_zeroshot", "llava_lora") for stage in STAGES)}
+
+
+def image_features(repository: Path) -> str:
+    from hatememes.params import load_params
+
+    return load_params(repository / "params.yaml")["train"]["mmbt"]["model"]["image_features"]
+
+
+def test_one_param_reruns_only_the_stage_that_reads_it(repository):
+    from dvc.utils.hydra import apply_overrides
+
+    params = repository / "params.yaml"
+    original = params.read_text()
+    try:
+        apply_overrides(str(params), ["train.mmbt.loop.lr=3.0e-5"])  # what `dvc exp run -S` writes
+        assert stale(repository) == {"train@mmbt"}
+        params.write_text(original)
+        apply_overrides(str(params), ["features.regions.num_boxes=7"])
+        assert "features@regions" in stale(repository) and "features@clip" not in stale(repository)
+        params.write_text(original)
+        apply_overrides(str(params), ["launch.accelerate_config=configs/accelerate/cpu.yaml"])
+        assert stale(repository) == {f"{stage}@{m}" for m in MODELS for stage in STAGES}
+    finally:
+        params.write_text(original)
+    assert stale(repository) == set()
