@@ -65,7 +65,7 @@ def fit_and_save(name: str, params: dict, memes: Path, features_dir: Path, out: 
     features = {key: features_dir / key for key in model.inputs if key != "image"}
     train_items = load_items(memes, features, "train", model.inputs)
     dev_items = load_items(memes, features, dev_split, model.inputs)
-    summary = {"name": name, "dev_split": dev_split}
+    summary = {"name": name, "dev_split": dev_split, "num_processes": PartialState().num_processes}
     if isinstance(model, nn.Module):
         loop = P.section(params, f"train.{name}.loop", LoopParams)
         section = P.resolved(params)["train"][name]

@@ -8,6 +8,7 @@ process replaces itself by `accelerate launch --config_file <it> <script> <args>
 each of them reads the same params, sees the marker in its environment and does the work. The config is a
 param, so DVC records it and a change reruns the stages it launches. Gradient accumulation, clipping and mixed
 precision stay the params' (`train.MODEL.loop`): the configs in configs/accelerate leave them unset.
+configs/accelerate/cpu_2.yaml runs two workers on a machine without a GPU (DDP over gloo; `cpu_workers`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def relaunch(params: dict, script: str, argv: list[str]) -> None:
 
     config = section(params, "launch", LaunchParams).accelerate_config
     if not config or os.environ.get(LAUNCHED) == config:
+        cpu_workers()
         return
     if not Path(config).is_file():
         known = ", ".join(sorted(str(p) for p in Path("configs/accelerate").glob("*.yaml"))) or "none found"
@@ -45,3 +47,16 @@ def relaunch(params: dict, script: str, argv: list[str]) -> None:
     print(f"launch: {shlex.join(command)}", flush=True)
     sys.stdout.flush()
     os.execvpe(command[0], command, {**os.environ, LAUNCHED: config})
+
+
+def cpu_workers() -> None:
+    """Several workers on a machine without a GPU (torchrun's WORLD_SIZE > 1): make Accelerate's state a CPU
+    one, DDP over gloo. Accelerate's multi-GPU launcher starts the workers, and its CPU launcher starts only
+    one (or mpirun); without this each worker would train alone on the whole data."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import torch
+    from accelerate import PartialState
+
+    if not torch.cuda.is_available():
+        PartialState(cpu=True)
