@@ -114,3 +114,25 @@ def test_one_param_reruns_only_the_stage_that_reads_it(repository):
     finally:
         params.write_text(original)
     assert stale(repository) == set()
+
+
+def test_the_full_profile_fetches_a_zip_when_told_to(tmp_path):
+    """`dvc exp run -S profile=full -S fetch.source=zip -S fetch.path=...`: the overrides reach the fetch stage
+    (the first design's overlay shadowed them, and the zip route failed with "no Hateful Memes layout found")."""
+    import zipfile
+
+    from conftest import SIZES, write_official
+
+    source = tmp_path / "release"
+    write_official(source)
+    archive = tmp_path / "hateful_memes.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for file in sorted(source.rglob("*")):
+            zipped.write(file, "hateful_memes/" + file.relative_to(source).as_posix())
+    repository = copy_repository(tmp_path / "hatememes")
+    compose(["profile=full", "fetch.source=zip", f"fetch.path={archive}"], repository / "conf",
+            repository / "params.yaml")
+    run(["dvc", "repro", "--single-item", "fetch"], repository)
+    manifest = json.loads((repository / "data" / "memes" / "manifest.json").read_text())
+    assert {split: value["count"] for split, value in manifest["splits"].items()} == SIZES
+    assert manifest["splits"]["train"]["file"] == f"{archive}:hateful_memes/train.jsonl"

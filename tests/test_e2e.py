@@ -75,8 +75,11 @@ def test_predict_matches_the_predictions_file(repro):
 
 
 def test_two_process_evaluation_writes_the_same_predictions(repro, tmp_path):
-    run(["accelerate", "launch", "--cpu", "--num_processes", "2", "pipelines/evaluate.py", "clip_fusion",
-         "--out", str(tmp_path / "clip_fusion")], repro)
+    # `accelerate launch --cpu --num_processes 2` starts one process (its CPU launcher needs mpirun for more):
+    # cpu_2.yaml starts two workers with torchrun, DDP over gloo
+    out = run(["accelerate", "launch", "--config_file", "configs/accelerate/cpu_2.yaml", "pipelines/evaluate.py",
+               "clip_fusion", "--out", str(tmp_path / "clip_fusion")], repro)
+    assert out.stdout.count("evaluate: 2 processes") == 1, out.stdout[-2000:]
     for split in ("dev_seen", "test_unseen"):
         one, two = (read_predictions(root / "clip_fusion" / "predictions" / f"{split}.csv")
                     for root in (repro / "eval", tmp_path))

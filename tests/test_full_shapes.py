@@ -115,7 +115,8 @@ def test_the_params_that_ran_are_the_full_profiles(full_run):
         locked = lock["stages"][f"train@{model}"]["params"]["params.yaml"][f"train.{model}"]
         assert locked == ran["train"][model]
     mmbt = json.loads((repository / "models" / "mmbt" / "params.json").read_text())["train"]["mmbt"]
-    assert mmbt["model"]["max_text_length"] == 128 and mmbt["model"]["image_features"] == "grid"
+    assert mmbt["model"]["max_text_length"] == 128 and mmbt["model"]["image_features"] == "grid"  # the profile's
+    assert mmbt["loop"]["epochs"] == 1  # the full profile sets 83; the -S override ran, not the profile's value
 
 
 def test_features_have_the_real_shapes(full_run):
