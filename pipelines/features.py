@@ -22,6 +22,7 @@ from hatememes.features import EXTRACTORS, FeaturesParams, build_extractor
 from hatememes.features.extract import extract_split
 from hatememes.features.store import save_split
 from hatememes.files import read_json, report_write_error, write_json
+from hatememes.pretrained import PretrainedLoadError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     config = P.section(P.from_arguments(args), "features", FeaturesParams)
     try:
         extract(args.extractor, config, args.memes, args.out)
+    except PretrainedLoadError as error:  # the weights a param names cannot be loaded: the message says what to do
+        print(f"features: {error}", file=sys.stderr)
+        return 1
     except Exception as error:
         return report_write_error("features", args.out, error)
     return 0
@@ -42,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 def extract(name: str, config: FeaturesParams, memes: Path, out: Path) -> None:
     torch.manual_seed(0)
     accelerator = Accelerator()
-    extractor = build_extractor(name, config)
-    extractor.model.to(accelerator.device)
+    extractor = build_extractor(name, config)  # the weights first: one that cannot be loaded fails before any data
+    extractor.model.to(accelerator.device)  # with the regions' detector, which is part of it
     manifest = read_json(memes / "manifest.json")
     building = out.with_name(f".{out.name}.partial")
     if accelerator.is_main_process:

@@ -18,7 +18,8 @@ import features as features_stage  # noqa: E402
 from hatememes.data.memes import load_rgb, read_split  # noqa: E402
 from hatememes.data.sources import FetchParams, fetch  # noqa: E402
 from hatememes.features.clip import ClipExtractor, ClipParams  # noqa: E402
-from hatememes.features.regions import box_geometry, grid_boxes  # noqa: E402
+from hatememes.features.grid import CnnParams  # noqa: E402
+from hatememes.features.regions import RegionsExtractor, RegionsParams, box_geometry, grid_boxes  # noqa: E402
 from hatememes.features.store import StaleFeaturesError, load_split  # noqa: E402
 
 RANDOM = ["--set", "features.clip.pretrained=''", "--set", "features.grid.cnn.pretrained=''",
@@ -96,6 +97,27 @@ def test_grid_boxes_cover_scales_and_geometry():
     assert boxes[0].tolist() == [0, 0, 1, 1]
     assert boxes[1:5].tolist() == [[0, 0, .5, .5], [.5, 0, 1, .5], [0, .5, .5, 1], [.5, .5, 1, 1]]
     assert box_geometry(boxes)[0].tolist() == [0, 0, 1, 1, 1, 1]
+
+
+def test_the_detector_finds_boxes_and_moves_with_the_extractor(tmp_path):
+    """The stage moves `extractor.model` to its device: the detector must go with the CNN (it stayed on CPU
+    while the images went to the GPU). Checked here by moving the model to the meta device."""
+    import torchvision
+
+    weights = tmp_path / "ssdlite.pth"  # a small torchvision detector, random weights saved as a user's file
+    torch.save(torchvision.models.get_model("ssdlite320_mobilenet_v3_large", weights=None,
+                                            weights_backbone=None).state_dict(), weights)
+    params = RegionsParams(cnn=CnnParams("torchvision:resnet18", "", 64), num_boxes=5,
+                           detector="ssdlite320_mobilenet_v3_large", detector_weights=str(weights))
+    extractor = RegionsExtractor(params)
+    assert extractor.meta["box_source"].startswith("detector ssdlite320_mobilenet_v3_large")
+    with torch.inference_mode():
+        rows = extractor.encode({"pixel_values": torch.randn(2, 3, 64, 64)})
+    assert rows["regions"].shape == (2, 5, 512) and rows["boxes"].shape == (2, 5, 6)
+    assert ((rows["boxes"][..., :4] >= 0) & (rows["boxes"][..., :4] <= 1)).all()
+    extractor.model.to(torch.device("meta"))  # what the stage does with its device
+    devices = {parameter.device for parameter in extractor.model.detector.parameters()}
+    assert devices == {parameter.device for parameter in extractor.model.trunk.parameters()} == {torch.device("meta")}
 
 
 def test_benchmark_times_the_stage_against_the_bare_forward(memes):

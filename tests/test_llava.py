@@ -36,6 +36,7 @@ from hatememes.models.llava import (
     yes_no_logits,
 )
 from hatememes.models.llava_tiny import TinyLlavaConfig, build_tiny_base
+from hatememes.pretrained import PretrainedLoadError
 from hatememes.training import LoopParams, load_best, predict, train
 
 COLORS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 80, 230), "yellow": (240, 210, 20)}
@@ -213,6 +214,81 @@ def test_zero_shot_and_lora_score_with_the_same_function(base, monkeypatch):
         lora_probs = torch.sigmoid(model(model.collate(items))).numpy()
     np.testing.assert_allclose(zero_shot.predict_proba(items), lora_probs, atol=1e-6)
     assert calls == ["PeftModel"] + ["LlavaForConditionalGeneration"] * 3  # LoRA: 1 batch; zero-shot: 3
+
+
+class LlavaOutputs(list):
+    """Every output of a LlavaForConditionalGeneration forward while in use (a global forward hook)."""
+
+    def __enter__(self):
+        def record(module, args, output):
+            if isinstance(module, LlavaForConditionalGeneration):
+                self.append(output)
+
+        self.hook = torch.nn.modules.module.register_module_forward_hook(record)
+        return self
+
+    def __exit__(self, *exc):
+        self.hook.remove()
+
+
+def test_scoring_and_training_keep_no_kv_cache_and_score_as_with_one(base):
+    """LLaVA-7B's cache at 640 tokens and batch 256 would be ~86 GB: the scorer asks for none (and the
+    vocabulary projection at the last position only); the scores are those of a forward with the cache."""
+    model = lora(base)
+    perturb_adapters(model)
+    batch = model.collate(memes(4, 1))
+    with LlavaOutputs() as outputs:
+        model.train()
+        trained_logits = model(batch)  # a training step's forward
+        model.eval()
+        with torch.no_grad():
+            logits = model(batch)
+        zero_shot = LlavaZeroShot.build(LlavaZeroShotConfig(base=str(base), dtype="float32", batch_size=2))
+        zero_shot.predict_proba(memes(3, 2))
+    assert len(outputs) == 1 + 1 + 2 and all(output.cache is None for output in outputs)
+    assert all(output.logits.shape[1] == 1 for output in outputs)  # logits_to_keep=1
+    assert trained_logits.requires_grad
+    with torch.no_grad():  # the old way: the default forward, which returns a cache, and every position's logits
+        reference = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                pixel_values=batch["pixel_values"], use_cache=True)
+    assert reference.cache is not None  # so the flag is what makes the difference
+    yes, no = model.answer_ids
+    torch.testing.assert_close(logits, reference.logits[:, -1, yes] - reference.logits[:, -1, no], atol=1e-5, rtol=0)
+
+
+def test_tiny_base_pretrains_and_probes_without_a_kv_cache(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", 30, seed=1)
+    config = dataclasses.replace(TINY, vision_epochs=1, epochs=1)
+    with LlavaOutputs() as outputs:
+        build_tiny_base(corpus, tmp_path / "base", config)  # training, shape accuracy and the answer probe
+    assert len(outputs) > 3 and all(output.cache is None for output in outputs)
+
+
+def test_zero_shot_train_step_loads_no_weights_and_its_folder_scores_as_before(base, tmp_path, monkeypatch):
+    config = LlavaZeroShotConfig(base=str(base), dtype="float32", batch_size=2)
+    items = memes(3, 7)
+    before = LlavaZeroShot(config, load_processor(base), llava.load_base(str(base), "float32")).predict_proba(items)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the train step of a zero-shot model loaded the base's weights")
+
+    monkeypatch.setattr(llava, "load_base", refuse)
+    monkeypatch.setattr(LlavaForConditionalGeneration, "from_pretrained", refuse)
+    zero_shot = LlavaZeroShot.build(config)  # what train@llava_zeroshot runs: build, fit, save
+    zero_shot.fit(memes(4, 8), memes(2, 9))
+    zero_shot.save_pretrained(tmp_path)
+    assert zero_shot.model is None
+    monkeypatch.undo()
+    np.testing.assert_array_equal(LlavaZeroShot.from_pretrained(tmp_path).predict_proba(items), before)
+
+
+def test_zero_shot_scoring_names_the_param_of_a_base_without_weights(base, tmp_path):
+    processor_only = tmp_path / "processor-only"
+    load_processor(base).save_pretrained(processor_only)  # a base whose weights were never downloaded
+    zero_shot = LlavaZeroShot.build(LlavaZeroShotConfig(base=str(processor_only), dtype="float32"))
+    zero_shot.save_pretrained(tmp_path / "model")
+    with pytest.raises(PretrainedLoadError, match=r"^train\.llava_zeroshot\.model\.base = .* cannot be loaded"):
+        LlavaZeroShot.from_pretrained(tmp_path / "model")
 
 
 def test_lora_adapts_only_the_language_model(base):

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from hatememes.pretrained import loading, open_clip_download
+
 
 @dataclass(frozen=True)
 class ClipParams:
@@ -36,9 +38,11 @@ class ClipExtractor:
         from hatememes.pretrain import register_tiny_configs
 
         register_tiny_configs()
-        self.model, _, transform = open_clip.create_model_and_transforms(
-            params.model, pretrained=params.pretrained or None
-        )
+        download = open_clip_download(params.model, params.pretrained)
+        with loading("features.clip.pretrained", params.pretrained, download):
+            self.model, _, transform = open_clip.create_model_and_transforms(
+                params.model, pretrained=params.pretrained or None
+            )
         self.model.eval()
         if params.patch_tokens:
             self.model.visual.output_tokens = True

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hatememes.pretrained import loading, open_clip_download, torchvision_download
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -42,44 +44,51 @@ class OpenClipResNetTrunk(nn.Module):
         return v.layer4(v.layer3(v.layer2(v.layer1(v.stem(pixel_values)))))
 
 
-def load_torchvision_trunk(name: str, pretrained: str) -> tuple[nn.Module, tuple, tuple]:
+def load_torchvision_trunk(name: str, pretrained: str, param: str) -> tuple[nn.Module, tuple, tuple]:
+    """torchvision model `name` without its pooling and classifier; `param` is the setting of `pretrained`."""
     import torchvision
 
-    if pretrained in ("", "DEFAULT"):
-        model = torchvision.models.get_model(name, weights=pretrained or None)
-    else:
-        model = torchvision.models.get_model(name, weights=None)
-        if pretrained.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state = load_file(pretrained)
+    with loading(param, pretrained, torchvision_download(name)):
+        if pretrained in ("", "DEFAULT"):
+            model = torchvision.models.get_model(name, weights=pretrained or None)
         else:
-            state = torch.load(pretrained, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+            model = torchvision.models.get_model(name, weights=None)
+            model.load_state_dict(load_weights_file(pretrained))
     return nn.Sequential(*list(model.children())[:-2]), IMAGENET_MEAN, IMAGENET_STD
 
 
-def load_open_clip_trunk(name: str, pretrained: str) -> tuple[nn.Module, tuple, tuple]:
+def load_weights_file(path: str) -> dict[str, torch.Tensor]:
+    """A state dict saved with safetensors or torch.save."""
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_open_clip_trunk(name: str, pretrained: str, param: str) -> tuple[nn.Module, tuple, tuple]:
     import open_clip
 
     from hatememes.pretrain import register_tiny_configs
 
     register_tiny_configs()
-    model = open_clip.create_model(name, pretrained=pretrained or None)
+    with loading(param, pretrained, open_clip_download(name, pretrained)):
+        model = open_clip.create_model(name, pretrained=pretrained or None)
     mean = getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
     std = getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
     return OpenClipResNetTrunk(model.visual), tuple(mean), tuple(std)
 
 
-def load_cnn(params: CnnParams) -> tuple[nn.Module, Callable, dict]:
+def load_cnn(params: CnnParams, section: str) -> tuple[nn.Module, Callable, dict]:
+    """(trunk returning a feature map, image transform, meta) for `torchvision:NAME` or `open_clip:NAME`;
+    `section` is where `params` come from (`features.grid.cnn`), for the error when its weights cannot load."""
     from torchvision import transforms
 
-    """(trunk returning a feature map, image transform, meta) for `torchvision:NAME` or `open_clip:NAME`."""
     kind, _, name = params.backbone.partition(":")
     loaders = {"torchvision": load_torchvision_trunk, "open_clip": load_open_clip_trunk}
     if kind not in loaders:
         raise ValueError(f"CNN backbone {params.backbone!r}: expected torchvision:NAME or open_clip:NAME")
-    trunk, mean, std = loaders[kind](name, params.pretrained)
+    trunk, mean, std = loaders[kind](name, params.pretrained, f"{section}.pretrained")
     transform = transforms.Compose([
         transforms.Resize((params.image_size, params.image_size), antialias=True),
         transforms.ToTensor(),
@@ -102,7 +111,7 @@ class ImageOnly:
 
 class GridExtractor:
     def __init__(self, params: GridParams):
-        self.model, transform, cnn_meta = load_cnn(params.cnn)
+        self.model, transform, cnn_meta = load_cnn(params.cnn, "features.grid.cnn")
         self.preprocess = ImageOnly(transform)
         self.pool = params.pool
         self.meta = {"extractor": "grid", **cnn_meta, "pool": params.pool, "tensors": ["grid"]}

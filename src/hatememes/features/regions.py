@@ -2,7 +2,8 @@
 feature map, and each box's normalised geometry (x1, y1, x2, y2, w, h).
 
 Boxes come from a torchvision detector when its weights are given (`detector` + `detector_weights`),
-else from a fixed multi-scale grid (whole image, 2x2, 3x3, ...); meta.json records which.
+else from a fixed multi-scale grid (whole image, 2x2, 3x3, ...); meta.json records which. The extractor's
+`model` holds the CNN and the detector, so the stage's `extractor.model.to(device)` moves both.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
-from hatememes.features.grid import CnnParams, ImageOnly, load_cnn
+from hatememes.features.grid import CnnParams, ImageOnly, load_cnn, load_weights_file
+from hatememes.pretrained import loading, torchvision_download
 
 
 @dataclass(frozen=True)
@@ -38,12 +41,23 @@ def box_geometry(boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat([boxes, boxes[..., 2:3] - boxes[..., 0:1], boxes[..., 3:4] - boxes[..., 1:2]], dim=-1)
 
 
+class RegionsModel(nn.Module):
+    """The CNN trunk and the optional detector as one module: moved to a device together. Calling it runs the CNN."""
+
+    def __init__(self, trunk: nn.Module, detector: nn.Module | None):
+        super().__init__()
+        self.trunk, self.detector = trunk, detector
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.trunk(pixel_values)  # (B, C, h, w)
+
+
 class RegionsExtractor:
     def __init__(self, params: RegionsParams):
-        self.model, transform, cnn_meta = load_cnn(params.cnn)
+        trunk, transform, cnn_meta = load_cnn(params.cnn, "features.regions.cnn")
         self.preprocess = ImageOnly(transform)
         self.params = params
-        self.detector = self.load_detector() if params.detector else None
+        self.model = RegionsModel(trunk, self.load_detector() if params.detector else None).eval()
         self.meta = {
             "extractor": "regions", **cnn_meta, "num_boxes": params.num_boxes,
             "box_source": f"detector {params.detector} ({params.detector_weights})" if params.detector
@@ -51,24 +65,26 @@ class RegionsExtractor:
             "box_format": "x1, y1, x2, y2, w, h normalised to [0, 1]", "tensors": ["regions", "boxes"],
         }
 
-    def load_detector(self) -> torch.nn.Module:
+    def load_detector(self) -> nn.Module:
         import torchvision
 
-        if not self.params.detector_weights:
-            raise ValueError(f"detector {self.params.detector!r} needs detector_weights (a local weights file)")
-        detector = torchvision.models.get_model(self.params.detector, weights=None, weights_backbone=None)
-        detector.load_state_dict(torch.load(self.params.detector_weights, map_location="cpu", weights_only=True))
+        name, weights = self.params.detector, self.params.detector_weights
+        if not weights:
+            raise ValueError(f"detector {name!r} needs detector_weights (a local weights file)")
+        detector = torchvision.models.get_model(name, weights=None, weights_backbone=None)
+        with loading("features.regions.detector_weights", weights, torchvision_download(name)):
+            detector.load_state_dict(load_weights_file(weights))
         return detector.eval()
 
     def boxes_for(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, K, 4) normalised boxes: the detector's top-K by score, topped up with grid boxes."""
         count, (height, width) = self.params.num_boxes, pixel_values.shape[-2:]
         fixed = grid_boxes(count).to(pixel_values.device)
-        if self.detector is None:
+        if self.model.detector is None:
             return fixed.expand(len(pixel_values), count, 4)
         mean = torch.tensor(self.meta_mean_std()[0], device=pixel_values.device).view(3, 1, 1)
         std = torch.tensor(self.meta_mean_std()[1], device=pixel_values.device).view(3, 1, 1)
-        detections = self.detector(list(pixel_values * std + mean))  # the detector normalises itself
+        detections = self.model.detector(list(pixel_values * std + mean))  # the detector normalises itself
         scale = torch.tensor([width, height, width, height], device=pixel_values.device)
         boxes = []
         for found in detections:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -30,6 +31,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 from torch import nn
+
+from hatememes.pretrained import loading
 
 if TYPE_CHECKING:  # imported where they are used: peft and LLaVA's modules cost seconds in every stage
     from peft import PeftModel
@@ -44,6 +47,7 @@ ANSWER_PREFIX = "ASSISTANT:"  # the answer token is what the tokenizer makes of 
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 CONFIG_FILE = "llava_classifier.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+ZEROSHOT_BASE, LORA_BASE = "train.llava_zeroshot.model.base", "train.llava_lora.model.base"  # the params naming bases
 
 
 @dataclass(frozen=True)
@@ -127,13 +131,16 @@ def check_quantization(quantization: str) -> None:
         raise RuntimeError(f"quantization {quantization!r} (QLoRA) needs bitsandbytes: pip install bitsandbytes")
 
 
-def load_base(base: str, dtype: str, quantization: str = "none") -> LlavaForConditionalGeneration:
-    """The LLaVA model in `dtype`, or with its language model in 4-bit nf4 (vision tower and projector kept)."""
+def load_base(base: str, dtype: str, quantization: str = "none",
+              param: str = LORA_BASE) -> LlavaForConditionalGeneration:
+    """The LLaVA model in `dtype`, or with its language model in 4-bit nf4 (vision tower and projector kept).
+    A base that cannot be loaded raises `PretrainedLoadError` naming `param` (the setting `base` came from)."""
     from transformers import BitsAndBytesConfig, LlavaForConditionalGeneration
 
     check_quantization(quantization)
     if quantization == "none":
-        return LlavaForConditionalGeneration.from_pretrained(base, dtype=DTYPES[dtype])
+        with loading(param, base):
+            return LlavaForConditionalGeneration.from_pretrained(base, dtype=DTYPES[dtype])
     from accelerate import PartialState
 
     quantization_config = BitsAndBytesConfig(
@@ -144,16 +151,19 @@ def load_base(base: str, dtype: str, quantization: str = "none") -> LlavaForCond
         llm_int8_skip_modules=["vision_tower", "multi_modal_projector", "lm_head"],
     )
     device_map = {"": PartialState().device}
-    return LlavaForConditionalGeneration.from_pretrained(
-        base, dtype=torch.bfloat16, quantization_config=quantization_config, device_map=device_map
-    )
+    with loading(param, base):
+        return LlavaForConditionalGeneration.from_pretrained(
+            base, dtype=torch.bfloat16, quantization_config=quantization_config, device_map=device_map
+        )
 
 
-def load_processor(path: str | Path) -> LlavaProcessor:
-    """The checkpoint's processor with PIL image preprocessing, as LLaVA-1.5 was trained (and fast on CPU)."""
+def load_processor(path: str | Path, param: str | None = None) -> LlavaProcessor:
+    """The checkpoint's processor with PIL image preprocessing, as LLaVA-1.5 was trained (and fast on CPU).
+    With `param` (the setting that named a base), one that cannot be loaded raises `PretrainedLoadError`."""
     from transformers import LlavaProcessor
 
-    return LlavaProcessor.from_pretrained(path, backend="pil")
+    with loading(param, str(path)) if param else nullcontext():
+        return LlavaProcessor.from_pretrained(path, backend="pil")
 
 
 def add_lora(model: LlavaForConditionalGeneration, config: LlavaLoRAConfig) -> PeftModel:
@@ -178,11 +188,15 @@ def add_lora(model: LlavaForConditionalGeneration, config: LlavaLoRAConfig) -> P
 
 
 def yes_no_logits(model: nn.Module, batch: dict, answer_ids: tuple[int, int]) -> torch.Tensor:
-    """logit(P(Yes)) = logit_yes - logit_no at the last position, (B,); the one scoring function."""
+    """logit(P(Yes)) = logit_yes - logit_no at the last position, (B,); the one scoring function.
+
+    One forward, no generation: no KV cache (LLaVA-7B's at 640 tokens and batch 256 is ~86 GB) and the
+    vocabulary projection at the last position only."""
     outputs = model(
         input_ids=batch["input_ids"],  # (B, T), left-padded so that the last position is the answer's
         attention_mask=batch["attention_mask"],  # (B, T)
         pixel_values=batch["pixel_values"],  # (B, 3, H, W)
+        use_cache=False,
         logits_to_keep=1,
     )
     logits = outputs.logits[:, -1].float()  # (B, V)
@@ -210,34 +224,43 @@ def read_config(directory: Path, cls: type):
 
 
 class LlavaZeroShot:
-    """LLaVA answering the prompt as it is: P(Yes) with no training (a fitted-style classifier)."""
+    """LLaVA answering the prompt as it is: P(Yes) with no training (a fitted-style classifier).
+
+    `build` reads the base's processor only: the train stage fits nothing and saves the config, so it never
+    needs the weights. `from_pretrained` (the evaluate stage) loads them, as does a first `predict_proba`."""
 
     Config = LlavaZeroShotConfig
     inputs = ("image",)
 
-    def __init__(self, config: LlavaZeroShotConfig, model: LlavaForConditionalGeneration, processor):
-        self.config, self.model, self.processor = config, model.eval(), processor
+    def __init__(self, config: LlavaZeroShotConfig, processor, model: LlavaForConditionalGeneration | None = None):
+        self.config, self.processor, self.model = config, processor, model.eval() if model is not None else None
         processor.tokenizer.padding_side = "left"  # the last position is every prompt's answer position
         self.answer_ids = answer_token_ids(processor.tokenizer)
         self.trained = False
 
     @classmethod
     def build(cls, config: LlavaZeroShotConfig, context=None) -> LlavaZeroShot:
-        from accelerate import PartialState
+        return cls(config, load_processor(config.base, ZEROSHOT_BASE))
 
-        model = load_base(config.base, config.dtype).to(PartialState().device)
-        return cls(config, model, load_processor(config.base))
+    def load_weights(self) -> LlavaForConditionalGeneration:
+        """The base model on this process's device, loaded on first use."""
+        if self.model is None:
+            from accelerate import PartialState
+
+            base = load_base(self.config.base, self.config.dtype, param=ZEROSHOT_BASE)
+            self.model = base.to(PartialState().device).eval()
+        return self.model
 
     def fit(self, train: list[dict], dev: list[dict]) -> None:
         self.trained = False  # zero-shot: the model answers as pretrained, nothing is fitted
 
     @torch.no_grad()
     def predict_proba(self, items: list[dict]) -> np.ndarray:
-        probs = []
+        model, probs = self.load_weights(), []
         for start in range(0, len(items), self.config.batch_size):
             batch = collate_prompts(self.processor, self.config.prompt, items[start : start + self.config.batch_size])
-            batch = {key: value.to(self.model.device) for key, value in batch.items()}
-            probs.append(torch.sigmoid(yes_no_logits(self.model, batch, self.answer_ids)).cpu())
+            batch = {key: value.to(model.device) for key, value in batch.items()}
+            probs.append(torch.sigmoid(yes_no_logits(model, batch, self.answer_ids)).cpu())
         return torch.cat(probs).numpy() if probs else np.zeros(0)
 
     def save_pretrained(self, directory: str | Path) -> None:
@@ -246,8 +269,10 @@ class LlavaZeroShot:
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> LlavaZeroShot:
-        config = read_config(directory, LlavaZeroShotConfig)
-        return cls.build(config)
+        """The classifier with its base's weights loaded now, before the caller reads any data."""
+        zero_shot = cls.build(read_config(directory, LlavaZeroShotConfig))
+        zero_shot.load_weights()
+        return zero_shot
 
 
 class LlavaLoRA(nn.Module):
@@ -264,8 +289,9 @@ class LlavaLoRA(nn.Module):
 
     @classmethod
     def build(cls, config: LlavaLoRAConfig, context=None) -> LlavaLoRA:
-        model = add_lora(load_base(config.base, config.dtype, config.quantization), config)
-        return cls(config, model, load_processor(config.base))
+        processor = load_processor(config.base, LORA_BASE)  # the small files first: a missing base fails at once
+        model = add_lora(load_base(config.base, config.dtype, config.quantization, LORA_BASE), config)
+        return cls(config, model, processor)
 
     def collate(self, items: list[dict]) -> dict:
         return collate_prompts(self.processor, self.config.prompt, items)

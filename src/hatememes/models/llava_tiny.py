@@ -282,6 +282,7 @@ def pretrain(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor, e
             input_ids=input_ids,
             attention_mask=(input_ids != pad_id).long(),
             pixel_values=pixel_values[[row[0] for row in rows]],  # (B, 3, H, W)
+            use_cache=False,  # one forward per batch: a KV cache would only hold memory
             logits_to_keep=span + 1,  # the vocabulary projection only where the loss reads it
         ).logits  # (B, span + 1, V): position t predicts token t + 1
         return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, -span:].flatten(), ignore_index=-100)
@@ -319,7 +320,7 @@ def shape_accuracy(model: LlavaForConditionalGeneration, tokenizer, pixel_values
     for start in range(0, len(pairs), 256):
         chunk = pairs[start : start + 256]
         batch = prompt_batch(tokenizer, [prompt] * len(chunk), model.config.image_seq_length)
-        logits = model(**batch, pixel_values=pixel_values[start : start + 256],
+        logits = model(**batch, pixel_values=pixel_values[start : start + 256], use_cache=False,
                        logits_to_keep=1).logits[:, -1, object_ids]  # (B, objects)
         hits += sum(objects[k] == pair["object"] for k, pair in zip(logits.argmax(-1).tolist(), chunk, strict=True))
     return hits / len(pairs)
@@ -345,7 +346,8 @@ def answer_probe(model: LlavaForConditionalGeneration, tokenizer, train: tuple[t
             quoted = others[start : start + 256]
             batch = prompt_batch(tokenizer, [DEFAULT_PROMPT.format(text=other["text"]) for other in quoted],
                                  model.config.image_seq_length)
-            hidden = model(**batch, pixel_values=pixel_values[start : start + 256], output_hidden_states=True)
+            hidden = model(**batch, pixel_values=pixel_values[start : start + 256], output_hidden_states=True,
+                           use_cache=False, logits_to_keep=1)
             rows.append(hidden.hidden_states[-1][:, -1])  # (B, hidden)
         return (torch.cat(rows).float().numpy(), [pair["object"] for pair in pairs],
                 [other["object"] for other in others])

@@ -35,8 +35,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from hatememes.pretrained import resolve
+from hatememes.pretrained import loading, resolve
 
+TEXT_MODEL = "train.mmbt.model.text_model"  # the param naming the BERT checkpoint, for load errors
 # N image tokens -> the (rows, columns) a grid is pooled to, as MMF's ResNet152ImageEncoder does
 POOL_SHAPES = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (2, 2), 5: (5, 1), 6: (3, 2), 7: (7, 1), 8: (4, 2), 9: (3, 3)}
 
@@ -83,8 +84,10 @@ class MMBT(nn.Module):
     def build(cls, config: MMBTConfig, context) -> MMBT:
         meta = context.feature_meta[config.image_features]
         name = resolve(config.text_model)
-        bert = AutoModel.from_pretrained(name, dtype=torch.float32)
-        return cls(config, bert, AutoTokenizer.from_pretrained(name), int(meta["dim"]))
+        with loading(TEXT_MODEL, config.text_model):
+            tokenizer = AutoTokenizer.from_pretrained(name)  # the small files first: a missing name fails at once
+            bert = AutoModel.from_pretrained(name, dtype=torch.float32)
+        return cls(config, bert, tokenizer, int(meta["dim"]))
 
     def collate(self, items: list[dict]) -> dict:
         tokens = self.tokenizer(

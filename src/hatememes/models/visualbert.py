@@ -31,8 +31,9 @@ import transformers
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hatememes.pretrained import resolve
+from hatememes.pretrained import loading, resolve
 
+INIT, TOKENIZER = "train.visualbert.model.init", "train.visualbert.model.tokenizer"  # params, for load errors
 BOX_DIM = 6  # (x1, y1, x2, y2, w, h), normalised to [0, 1]
 BERT_SIZES = (  # the BertConfig fields a VisualBertConfig copies
     "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
@@ -105,11 +106,13 @@ class VisualBert(nn.Module):
     def build(cls, config: VisualBertConfig, context) -> VisualBert:
         region_dim = int(context.feature_meta["regions"]["dim"])
         name = resolve(config.init)
-        if transformers.AutoConfig.from_pretrained(name).model_type == "visual_bert":
-            encoder, loaded = load_visual_bert(name)
-        else:
-            encoder, loaded = visual_bert_from_bert(name, region_dim)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(resolve(config.tokenizer))
+        with loading(TOKENIZER, config.tokenizer):  # the small files first: a missing name fails at once
+            tokenizer = transformers.AutoTokenizer.from_pretrained(resolve(config.tokenizer))
+        with loading(INIT, config.init):
+            if transformers.AutoConfig.from_pretrained(name).model_type == "visual_bert":
+                encoder, loaded = load_visual_bert(name)
+            else:
+                encoder, loaded = visual_bert_from_bert(name, region_dim)
         model = cls(config, encoder, tokenizer, region_dim)
         model.loaded_keys = [f"encoder.{key}" for key in loaded]
         model.new_keys = sorted(set(model.state_dict()) - set(model.loaded_keys))
