@@ -21,7 +21,7 @@ from hatememes import params as P
 from hatememes.data.readers import load_items
 from hatememes.evaluation import EvaluateParams, write_evaluation
 from hatememes.files import read_json, report_write_error
-from hatememes.inference import load_model, score
+from hatememes.inference import eval_batch_size, load_model, score
 from hatememes.launch import relaunch
 from hatememes.metrics import Predictions
 from hatememes.training import train_params
@@ -48,16 +48,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate(name: str, params: dict, memes: Path, features_dir: Path, model_dir: Path | None, out: Path) -> None:
     config = P.section(params, "evaluate", EvaluateParams)
-    model, _ = load_model(model_dir or Path("models") / name)
+    model_dir = model_dir or Path("models") / name
+    model, _ = load_model(model_dir)
+    batch_size = eval_batch_size(model_dir)  # train.<name>.loop.eval_batch_size, as the model was trained
     features = {key: features_dir / key for key in model.inputs if key != "image"}
     predictions = {}
     for split in read_json(memes / "manifest.json")["splits"]:
         items = load_items(memes, features, split, model.inputs)
-        ids, probs = score(model, items, batch_size=config.batch_size)
+        ids, probs = score(model, items, batch_size=batch_size)
         if ids.tolist() != items.ids:
             raise RuntimeError(f"{name} on {split}: scored ids differ from {memes / split}.jsonl")
         predictions[split] = Predictions(ids, probs, np.asarray(items.labels))
-    if PartialState().is_main_process:
+    state = PartialState()
+    if state.num_processes > 1:
+        state.print(f"evaluate: {state.num_processes} processes ({state.distributed_type.value})")
+    if state.is_main_process:
         write_evaluation(out, predictions, train_params(params, check=(name,)).dev_split, config)
 
 

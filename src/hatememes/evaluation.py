@@ -17,7 +17,6 @@ from hatememes.metrics import Predictions, write_metrics, write_predictions
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    batch_size: int = 64
     n_boot: int = 1000
     seed: int = 0
     threshold_criterion: Literal["accuracy", "f1"] = "accuracy"

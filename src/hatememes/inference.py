@@ -1,7 +1,8 @@
 """Load a trained model folder and score memes with it, whatever the model's kind.
 
-    model, name = load_model("models/clip_fusion")     # the class is named in models/<name>/model.json
-    ids, probs = score(model, items)                   # torch models via Accelerate, fitted ones directly
+    model, name = load_model("models/clip_fusion")       # the class is named in models/<name>/model.json
+    batch_size = eval_batch_size("models/clip_fusion")   # train.<name>.loop.eval_batch_size in its params.json
+    ids, probs = score(model, items, batch_size)         # torch models via Accelerate, fitted ones directly
 """
 
 from __future__ import annotations
@@ -29,8 +30,25 @@ def load_model(directory: Path):
     return model, name
 
 
+def eval_batch_size(directory: Path, default: int = 64) -> int:
+    """A torch model's scoring batch, `train.<name>.loop.eval_batch_size` in the params.json its folder
+    records (what trained it, and what DVC tracks for the evaluate stage through the folder); `default` for
+    a fitted model, which scores its own way."""
+    from hatememes.params import section
+    from hatememes.training import LoopParams
+
+    directory = Path(directory)
+    name = read_json(directory / "model.json")["name"]
+    params = read_json(directory / "params.json")
+    if "loop" not in params["train"][name]:
+        return default
+    return section({**params, "_sources": [str(directory / "params.json")]}, f"train.{name}.loop",
+                   LoopParams).eval_batch_size
+
+
 def score(model, items: MemeItems, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, P(hateful)) in the order of `items`."""
+    """(ids, P(hateful)) in the order of `items`; a torch model's `batch_size` (global, split between the
+    processes) halves while it runs out of memory."""
     if isinstance(model, nn.Module):
         from hatememes.training import predict
 

@@ -50,7 +50,7 @@ def write_full_weights(root: Path, llm_layers: int = 2) -> list[str]:
     ]
 
 
-def write_open_clip(path: Path, name: str = "ViT-L-14") -> Path:
+def write_open_clip(path: Path, name: str = "ViT-L-14-quickgelu") -> Path:
     import open_clip
 
     torch.save(open_clip.create_model(name).state_dict(), path)
