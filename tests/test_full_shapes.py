@@ -96,6 +96,12 @@ def full_run(tmp_path_factory) -> dict:
         timings[stage] = (seconds, peak)
         print(f"{stage:<28} {seconds:8.1f} {peak:12.2f}", flush=True)
     print(f"{'all stages':<28} {sum(s for s, _ in timings.values()):8.1f}")
+    memes = sum(SIZES.values())
+    print(f"{'on disk':<28} {'MB':>8} {'MB per meme':>12}")
+    for folder in [*sorted((repository / "data" / "features").iterdir()), *sorted((repository / "models").iterdir())]:
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
+        per_meme = f"{size / memes:12.3f}" if folder.parent.name == "features" else ""
+        print(f"{folder.relative_to(repository).as_posix():<28} {size:8.1f} {per_meme}")
     return {"repository": repository, "timings": timings}
 
 

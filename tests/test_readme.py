@@ -35,7 +35,9 @@ RUN_BY_CI = {
     "pytest -m e2e": "python -m pytest -m e2e",
 }
 NOT_RUN = {
-    "dvc exp run -S profile=full": "the full profile needs the licensed Hateful Memes data and a GPU",
+    "dvc exp run -S profile=full -S fetch.source=zip -S fetch.path=data/raw/hateful_memes.zip":
+        "the full profile needs the licensed Hateful Memes data and a GPU (tests/test_full_shapes.py runs its "
+        "stages at the real sizes on random weights, and test_dvc_deps its zip fetch)",
     "accelerate launch --config_file configs/accelerate/multi_gpu.yaml pipelines/train.py mmbt":
         "the multi_gpu config needs several GPUs (2-process CPU launches are tested in test_e2e and test_training)",
 }
