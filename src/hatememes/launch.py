@@ -36,7 +36,7 @@ def relaunch(params: dict, script: str, argv: list[str]) -> None:
     from hatememes.params import ParamsError, section
 
     config = section(params, "launch", LaunchParams).accelerate_config
-    if not config or os.environ.get(LAUNCHED) == config:
+    if not config or os.environ.get(LAUNCHED) == config or under_accelerate_launch():
         cpu_workers()
         return
     if not Path(config).is_file():
@@ -45,8 +45,13 @@ def relaunch(params: dict, script: str, argv: list[str]) -> None:
                           f"\"\" runs one plain process)")
     command = launch_command(config, script, argv)
     print(f"launch: {shlex.join(command)}", flush=True)
-    sys.stdout.flush()
     os.execvpe(command[0], command, {**os.environ, LAUNCHED: config})
+
+
+def under_accelerate_launch() -> bool:
+    """Started by `accelerate launch` by hand (every launcher sets ACCELERATE_MIXED_PRECISION): run here, not
+    launch again from each worker."""
+    return "ACCELERATE_MIXED_PRECISION" in os.environ
 
 
 def cpu_workers() -> None:
