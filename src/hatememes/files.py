@@ -45,18 +45,17 @@ def read_json(path: Path) -> object:
 
 def report_write_error(stage: str, out: Path, error: BaseException) -> int:
     """For a stage's `main`: print `stage: cannot write OUT: disk full (...)` and return 1 when `error`
-    comes from a full or unwritable disk under `out`; print `stage: <message>` and return 1 for an error whose
-    message tells the user what to do (bad params, weights that cannot be loaded); re-raise any other error.
+    comes from a full or unwritable disk under `out`; print `stage: <message>` and return 1 when weights that a
+    param names cannot be loaded (the message says what to do); re-raise any other error.
 
         try:
             return run(args)
         except Exception as error:
             return report_write_error("features", args.out, error)
     """
-    from hatememes.params import ParamsError
     from hatememes.pretrained import PretrainedLoadError
 
-    if isinstance(error, ParamsError | PretrainedLoadError):
+    if isinstance(error, PretrainedLoadError):
         print(f"{stage}: {error}", file=sys.stderr)
         return 1
     reason = write_failure(error, Path(out))
