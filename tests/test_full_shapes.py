@@ -138,8 +138,8 @@ def test_features_have_the_real_shapes(full_run):
         (first,) = sorted((features / kind).glob("*.safetensors"))[:1]
         with safe_open(str(first), "pt") as file:
             shapes[kind] = {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
-    assert any(shape[-1] == 2048 for shape in shapes["grid"].values()), shapes
-    assert any(shape[-2:] == (36, 2048) for shape in shapes["regions"].values()), shapes
+    assert shapes["grid"]["grid"][1:] == (2048, 3, 3), shapes  # ResNet-152's 14 x 14 map at 448 px, pooled 3 x 3
+    assert shapes["regions"]["regions"][1:] == (36, 2048) and shapes["regions"]["boxes"][1:] == (36, 6), shapes
 
 
 def test_every_model_scored_every_meme(full_run):
