@@ -52,6 +52,18 @@ def official(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine their thread hand-offs cost 10x:
+    `pytestmark = pytest.mark.usefixtures("one_thread")` in a module of tiny-model tests."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class Learned:
     """What a learned-performance test needs: its seed (data and initial weights) and a check that records
     the metric it asserts. `pytest -m learned` selects these tests; `benchmarks/learned_margins.py` runs them

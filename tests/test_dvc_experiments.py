@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-from repo_copy import commit, copy_repository, run  # noqa: E402
+from repo_copy import commit, copy_repository, keep_one_model, run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 MODEL = "clip_fusion"
@@ -31,19 +31,12 @@ CHEAP = ["fetch.synthetic.scale=0.02", "fetch.synthetic.pretrain_pairs=400",
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> Path:
     """A fresh copy whose committed params are the cheap setup, reproduced and committed with its metrics."""
-    from dvc.utils.serialize import modify_yaml
-
     from hatememes.params import compose
 
     repository = copy_repository(tmp_path_factory.mktemp("experiments") / "hatememes")
     cheapen(repository / "conf" / "config.yaml", CHEAP)  # the demo's values, made cheap
     compose([], repository / "conf", repository / "params.yaml")
-    with modify_yaml(repository / "dvc.yaml") as pipeline:
-        for stage in ("explain", "ensemble", "report"):
-            del pipeline["stages"][stage]
-        for stage in ("train", "evaluate"):  # one foreach mapping (a YAML alias): each key goes once
-            for name in [name for name in pipeline["stages"][stage]["foreach"] if name != MODEL]:
-                del pipeline["stages"][stage]["foreach"][name]
+    keep_one_model(repository, MODEL)
     # The committed dvc.lock records the whole demo, whose outputs are not in this copy's cache (`dvc exp
     # apply` checks out every output it names). A user who ran the demo has them; here the lock starts empty,
     # and so does eval/ (git tracks the demo's metrics and summary, which this cheap setup does not make).

@@ -9,14 +9,7 @@ from torch import nn
 from hatememes.explain import fgsm, fgsm_auroc, grad_cam, numpy_cnn_model, saliency, save_overlay
 from hatememes.models.course.numpy_cnn import CourseCNN, CourseCNNConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a shared 2-core machine thread spin-waits cost 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-from repo_copy import commit, copy_repository, run  # noqa: E402
+from repo_copy import commit, copy_repository, keep_one_model, run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 MODEL = "clip_fusion"
@@ -32,18 +32,11 @@ TWO_WORKERS = "configs/accelerate/cpu_2.yaml"
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory) -> Path:
-    from dvc.utils.serialize import modify_yaml
-
     from hatememes.params import compose
 
     repository = copy_repository(tmp_path_factory.mktemp("launch") / "hatememes")
     compose(CHEAP, repository / "conf", repository / "params.yaml")
-    with modify_yaml(repository / "dvc.yaml") as pipeline:
-        for stage in ("explain", "ensemble", "report"):
-            del pipeline["stages"][stage]
-        for stage in ("train", "evaluate"):  # one foreach mapping (a YAML alias): each key goes once
-            for name in [name for name in pipeline["stages"][stage]["foreach"] if name != MODEL]:
-                del pipeline["stages"][stage]["foreach"][name]
+    keep_one_model(repository, MODEL)
     (repository / "dvc.lock").unlink()
     shutil.rmtree(repository / "eval", ignore_errors=True)
     commit(repository, "the cheap setup")

@@ -44,13 +44,7 @@ NAMES = list(COLORS)
 TINY = TinyLlavaConfig(hidden_size=32, num_heads=2, vision_epochs=2, epochs=2, batch_size=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two torch threads on a shared 2-core machine run these tiny models many times slower than one."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def scene(rnd: random.Random, color: str) -> tuple[Image.Image, str]:

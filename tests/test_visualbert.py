@@ -24,13 +24,7 @@ HEAD_KEYS = {f"{layer}.{p}" for layer in ("region_projection", "classifier.0.den
                                           "classifier.1") for p in ("weight", "bias")}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine their thread hand-offs cost 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -37,3 +37,16 @@ def copy_repository(destination: Path) -> Path:
 def commit(repository: Path, message: str) -> None:
     run([*GIT, "add", "-A"], repository)
     run([*GIT, "commit", "-qm", message], repository)
+
+
+def keep_one_model(repository: Path, model: str) -> None:
+    """dvc.yaml with the train and evaluate stages of `model` only, and without the stages that read every
+    model (explain, ensemble, report): the cheap pipelines of the DVC workflow tests."""
+    from dvc.utils.serialize import modify_yaml
+
+    with modify_yaml(repository / "dvc.yaml") as pipeline:
+        for stage in ("explain", "ensemble", "report"):
+            del pipeline["stages"][stage]
+        for stage in ("train", "evaluate"):  # one foreach mapping (a YAML alias): each key goes once
+            for name in [name for name in pipeline["stages"][stage]["foreach"] if name != model]:
+                del pipeline["stages"][stage]["foreach"][name]
