@@ -2,7 +2,7 @@
 
     python pipelines/evaluate.py clip_fusion --memes data/memes --features data/features \
         --model models/clip_fusion --out eval/clip_fusion
-    accelerate launch --cpu --num_processes 2 pipelines/evaluate.py clip_fusion ...    # same predictions
+    accelerate launch --config_file configs/accelerate/cpu_2.yaml pipelines/evaluate.py clip_fusion  # 2 workers
 
 Writes predictions/<split>.csv (id,proba,label), metrics.json (AUROC + bootstrap CI, accuracy and F1 at
 the dev-chosen threshold and at 0.5, n) and roc/<split>.csv. Every id is checked to be scored exactly once.
