@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 
 from hatememes import params as P
-from hatememes.evaluation import EvaluateParams, write_evaluation
+from hatememes.evaluation import EvaluateParams, write_evaluation, write_predictions_folder
 from hatememes.files import write_json
 from hatememes.models.ensemble import Ensemble, EnsembleConfig, load_member_predictions
-from hatememes.training import train_params
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ensemble.save_pretrained(args.model_out)
     write_json(args.model_out / "model.json", {"name": "ensemble", "members": list(config.members)})
     write_json(args.model_out / "params.json", P.resolved(params))
-    write_evaluation(args.out, predictions, train_params(params, check=()).dev_split, P.section(params, "evaluate",
-                                                                                        EvaluateParams))
+    write_predictions_folder(args.out / "predictions", predictions)
+    write_evaluation(args.out, predictions, P.dev_split(params), P.section(params, "evaluate", EvaluateParams))
     return 0
 
 

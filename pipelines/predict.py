@@ -107,12 +107,12 @@ def dev_threshold(model_dir: Path, metrics_path: Path | None) -> float:
     return float(metrics[dev_split]["threshold"])
 
 
-def score_memes(model, extractors: dict, root: Path, memes: list) -> list[float]:
+def score_memes(model, extractors: dict, root: Path, memes: list, batch_size: int = 64) -> list[float]:
     from hatememes.data.readers import MemeItems
     from hatememes.inference import score
 
     features = compute_features(extractors, root, memes)
-    _, probs = score(model, MemeItems(root, memes, features, with_images="image" in model.inputs))
+    _, probs = score(model, MemeItems(root, memes, features, with_images="image" in model.inputs), batch_size)
     return [float(prob) for prob in probs]
 
 
@@ -132,20 +132,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--image and --text go together")
 
     from hatememes.data.memes import Meme
-    from hatememes.inference import load_model
+    from hatememes.inference import eval_batch_size, load_model
 
     model, name = load_model(args.model)
+    batch_size = eval_batch_size(args.model)  # train.<name>.loop.eval_batch_size, as the pipeline scores
     threshold, batches = None, []  # checked before any extractor loads: bad input fails at once
     if args.input:
         threshold = args.threshold if args.threshold is not None else dev_threshold(args.model, args.metrics)
         batches = read_batch(args.input)
     extractors = build_extractors(args.model, model.inputs)
     if args.image:
-        print(f"{score_memes(model, extractors, args.image.parent, [Meme(0, args.image.name, args.text)])[0]:.6f}")
+        meme = Meme(0, args.image.name, args.text)
+        print(f"{score_memes(model, extractors, args.image.parent, [meme], batch_size)[0]:.6f}")
         return 0
     lines = []
     for split, root, memes in batches:
-        for meme, proba in zip(memes, score_memes(model, extractors, root, memes) if memes else [], strict=True):
+        probs = score_memes(model, extractors, root, memes, batch_size) if memes else []
+        for meme, proba in zip(memes, probs, strict=True):
             line = {"id": meme.id, "proba": proba, "label": int(proba >= threshold), "model": name}
             lines.append(json.dumps(line | ({"split": split} if split else {})))
     text = "".join(line + "\n" for line in lines)

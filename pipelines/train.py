@@ -1,11 +1,16 @@
-"""Stage `train@MODEL`: fit one model (a section of params.yaml `train`) and save it to models/MODEL.
+"""Stage `train@MODEL`: fit one model (a section of params.yaml `train`), save it to models/MODEL and score
+every split with it into eval/MODEL/predictions (the evaluate@MODEL stage turns those into metrics).
 
-    python pipelines/train.py clip_fusion --memes data/memes --features data/features --out models/clip_fusion
+    python pipelines/train.py clip_fusion --memes data/memes --features data/features --out models/clip_fusion \
+        --predictions eval/clip_fusion/predictions
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml pipelines/train.py mmbt --memes ... --out ...
 
 Torch models train with the shared Accelerate loop (`hatememes.training.train`; params `train.MODEL.loop`),
 fitted ones (probes, numpy networks, zero-shot) with their own `fit`. A killed run resumes from
-`<out>/checkpoints/` when started again with the same params and data.
+`<out>/checkpoints/` when started again with the same params and data. Scoring here, with the trained
+weights still in memory, spares a second start-up, model load and feature read per model (MMF's
+`train_val_test` and the HF Trainer's `predict` after `train` do the same); every id of every split is
+checked to come back exactly once, from every process.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from hatememes import params as P
 from hatememes.data.memes import read_split
 from hatememes.data.readers import FEATURE_TENSORS, load_items
 from hatememes.data.sources import sha256_file
+from hatememes.evaluation import write_predictions_folder
 from hatememes.files import read_json, report_write_error, write_json
+from hatememes.inference import score_splits
 from hatememes.launch import relaunch
 from hatememes.models import MODELS, BuildContext, get_model_class
 from hatememes.training import LoopParams, train, train_params
@@ -34,19 +41,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memes", type=Path, default=Path("data/memes"))
     parser.add_argument("--features", type=Path, default=Path("data/features"))
     parser.add_argument("--out", type=Path, help="default: models/MODEL")
+    parser.add_argument("--predictions", type=Path, help="default: eval/MODEL/predictions")
     P.add_arguments(parser)
     args = parser.parse_args(argv)
     out = args.out or Path("models") / args.model
+    predictions = args.predictions or Path("eval") / args.model / "predictions"
     try:
         params = P.from_arguments(args)
         relaunch(params, __file__, sys.argv[1:] if argv is None else argv)
-        fit_and_save(args.model, params, args.memes, args.features, out)
+        model = fit_and_save(args.model, params, args.memes, args.features, out)
+        score_and_save(model, args.model, params, args.memes, args.features, predictions)
     except Exception as error:
         return report_write_error("train", out, error)
     return 0
 
 
-def fit_and_save(name: str, params: dict, memes: Path, features_dir: Path, out: Path) -> None:
+def fit_and_save(name: str, params: dict, memes: Path, features_dir: Path, out: Path):
+    """The fitted model (its best-on-dev weights), also saved to `out`."""
     model_class = get_model_class(name)
     dev_split = train_params(params, check=(name,)).dev_split
     config = P.section(params, f"train.{name}.model", model_class.Config)
@@ -82,6 +93,20 @@ def fit_and_save(name: str, params: dict, memes: Path, features_dir: Path, out: 
         write_json(out / "params.json", P.resolved(params))
         write_json(out / "model.json", summary)
         print(f"{name}: saved to {out}")
+    return model
+
+
+def score_and_save(model, name: str, params: dict, memes: Path, features_dir: Path, out: Path) -> None:
+    """Every split scored with the model in memory (torch models at `train.<name>.loop.eval_batch_size`)."""
+    if isinstance(model, nn.Module):
+        model.eval()
+        batch_size = P.section(params, f"train.{name}.loop", LoopParams).eval_batch_size
+    else:
+        batch_size = 64  # fitted models score their own way
+    predictions = score_splits(model, memes, features_dir, batch_size)
+    if PartialState().is_main_process:
+        write_predictions_folder(out, predictions)
+        print(f"{name}: {sum(len(p.ids) for p in predictions.values())} memes scored -> {out}")
 
 
 def memes_hashes(memes: Path) -> dict:

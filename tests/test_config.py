@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -53,6 +54,10 @@ def test_dvc_stages_match_params_and_code():
     assert stages["features"]["foreach"] == list(EXTRACTORS)
     assert list(stages["train"]["foreach"]) == models, "dvc.yaml's train stages and params.yaml's models differ"
     assert stages["evaluate"]["foreach"] == stages["train"]["foreach"]
+    # train@ scores what it trained; evaluate@ reads those scores and no model (no torch start-up)
+    assert "eval/${key}/predictions" in stages["train"]["do"]["outs"]
+    assert "eval/${key}/predictions" in stages["evaluate"]["do"]["deps"]
+    assert not any(str(dep).startswith(("models/", "data/features")) for dep in stages["evaluate"]["do"]["deps"])
     for stage in stages:
         assert (ROOT / "pipelines" / f"{stage}.py").is_file(), f"stage {stage} has no script"
     report_deps = {d for d in stages["report"]["deps"] if d.startswith("eval/") and not d.endswith("/extra")}
@@ -64,3 +69,12 @@ def test_dvc_stages_match_params_and_code():
     for plot in dvc["plots"]:
         (spec,) = plot.values()
         assert {Path(p).parts[1] for p in spec["y"]} == {*models, "ensemble"}
+
+
+def test_the_evaluate_stage_imports_no_heavy_library():
+    """The evaluate@ stages (one per model) only read predictions: starting one must not import torch, scipy
+    or scikit-learn (seconds each, paid once per model and per `dvc repro`)."""
+    code = ("import sys; sys.path.insert(0, 'pipelines'); import evaluate; "
+            "print(sorted({'torch', 'scipy', 'sklearn', 'transformers', 'open_clip'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -1,4 +1,4 @@
-"""hatememes.launch decides, from params.yaml `launch.accelerate_config`, whether a train/evaluate stage runs
+"""hatememes.launch decides, from params.yaml `launch.accelerate_config`, whether a train stage runs
 here or replaces itself by `accelerate launch` (tests/test_launch.py runs both through `dvc repro`)."""
 
 from __future__ import annotations

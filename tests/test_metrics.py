@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import norm, rankdata
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from hatememes import metrics
 from hatememes.metrics import Predictions
@@ -36,6 +36,24 @@ def test_auroc_equals_sklearn():
     assert metrics.auroc(labels, a) == pytest.approx(roc_auc_score(labels, a), abs=1e-12)
     aurocs, _ = metrics.delong_covariance(labels, np.stack([a, np.round(a, 1)]))  # with ties
     assert aurocs == pytest.approx([roc_auc_score(labels, a), roc_auc_score(labels, np.round(a, 1))], abs=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(7,), (300,), (4, 50)])
+def test_midranks_equal_scipy_rankdata_with_ties(shape):
+    values = np.random.default_rng(len(shape)).integers(0, 6, size=shape).astype(float)  # many ties
+    np.testing.assert_array_equal(metrics.midranks(values), rankdata(values, axis=-1))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_auroc_and_roc_points_equal_sklearn_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=80)
+    probs = np.round(rng.random(80) * 0.5 + 0.3 * labels, 1)  # ties within and across the classes
+    assert metrics.auroc(labels, probs) == pytest.approx(roc_auc_score(labels, probs), abs=1e-12)
+    fpr, tpr, _ = roc_curve(labels, probs)
+    ours = metrics.roc_points(labels, probs)
+    np.testing.assert_allclose(ours[0], fpr, atol=1e-12)
+    np.testing.assert_allclose(ours[1], tpr, atol=1e-12)
 
 
 def test_delong_hand_computed_example():

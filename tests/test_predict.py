@@ -1,5 +1,5 @@
 """`pipelines/predict.py` on a model trained by the real stages: one meme, a JSON-lines file and an
-official-layout folder score exactly as the evaluate stage scored them, labelled at the dev threshold."""
+official-layout folder score exactly as the train stage scored them, labelled at the dev threshold."""
 
 from __future__ import annotations
 
@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "reliability"))
-from stage_runs import PARAMS, RANDOM_CLIP, evaluate_args, evaluate_main, fetched, train_args, train_main  # noqa: E402
+from stage_runs import (  # noqa: E402
+    PARAMS,
+    RANDOM_CLIP,
+    evaluate_args,
+    evaluate_main,
+    fetched,
+    predictions_of,
+    train_args,
+    train_main,
+)
 
 import features as features_stage  # noqa: E402  (pipelines/ is on the path through stage_runs)
 import predict as predict_stage  # noqa: E402
@@ -30,12 +39,13 @@ def trained(tmp_path_factory) -> dict:
     assert features_stage.main(["clip", "--params", str(PARAMS), "--memes", str(memes), "--out",
                                 str(features / "clip"), *RANDOM_CLIP]) == 0
     assert train_main(train_args(memes, features, model, *RANDOM_CLIP)) == 0
-    assert evaluate_main(evaluate_args(memes, features, model, evaluation, *RANDOM_CLIP)) == 0
+    assert evaluate_main(evaluate_args(memes, model, evaluation)) == 0
     return {"root": root, "memes": memes, "model": model, "eval": evaluation}
 
 
 def scored_by_evaluate(trained: dict, split: str) -> dict[int, float]:
-    with (trained["eval"] / "predictions" / f"{split}.csv").open() as file:
+    """The scores the train stage wrote for the evaluate stage."""
+    with (predictions_of(trained["model"]) / f"{split}.csv").open() as file:
         return {int(row["id"]): float(row["proba"]) for row in csv.DictReader(file)}
 
 

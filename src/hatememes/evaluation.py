@@ -1,18 +1,22 @@
-"""Writing a model's evaluation folder (DESIGN §7), shared by the evaluate and ensemble stages.
+"""A model's evaluation folder (DESIGN §7): its predictions, written by the stage that scores (train@,
+ensemble), and its metrics, written by the evaluate@ stage (and the ensemble's) from those predictions.
 
     eval/<name>/predictions/<split>.csv   id,proba,label (label empty when unknown)
     eval/<name>/metrics.json              per labelled split: AUROC + 95% CI, accuracy, F1, threshold, n
     eval/<name>/roc/<split>.csv           fpr,tpr
+
+numpy only (no torch, scipy or scikit-learn): the evaluate stage starts in a fraction of a second.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from hatememes.metrics import Predictions, write_metrics, write_predictions
+from hatememes.metrics import Predictions, read_predictions, write_metrics, write_predictions
 
 
 @dataclass(frozen=True)
@@ -22,19 +26,51 @@ class EvaluateParams:
     threshold_criterion: Literal["accuracy", "f1"] = "accuracy"
 
 
+def write_predictions_folder(folder: Path, predictions: dict[str, Predictions]) -> None:
+    """`folder`/<split>.csv for every split, written under `.<name>.partial` and moved in whole, so a killed
+    run never leaves some splits of a new run beside others of an old one."""
+    folder = Path(folder)
+    partial = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for split, split_predictions in predictions.items():
+        write_predictions(partial / f"{split}.csv", split_predictions)
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+
+
+def read_predictions_folder(folder: Path, splits: list[str], expected_ids: dict[str, list[int]] | None = None
+                            ) -> dict[str, Predictions]:
+    """{split: Predictions} from `folder`/<split>.csv, in the order of `splits`. With `expected_ids`, each
+    split's ids must be the split's memes, each once (the file and the first difference are named)."""
+    folder = Path(folder)
+    missing = [split for split in splits if not (folder / f"{split}.csv").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: no predictions for {', '.join(missing)} (run the train stage)")
+    predictions = {split: read_predictions(folder / f"{split}.csv") for split in splits}
+    for split, ids in (expected_ids or {}).items():
+        scored = predictions[split].ids.tolist()
+        if sorted(scored) != sorted(ids):
+            lost = sorted(set(ids) - set(scored))[:5]
+            extra = sorted(set(scored) - set(ids))[:5]
+            doubled = sorted(i for i, count in Counter(scored).items() if count > 1)[:5]
+            raise ValueError(f"{folder / f'{split}.csv'}: {len(scored)} rows for the split's {len(ids)} memes "
+                             f"(missing ids {lost}, unknown ids {extra}, doubled ids {doubled})")
+    return predictions
+
+
 def write_evaluation(out: Path, predictions: dict[str, Predictions], dev_split: str, config: EvaluateParams) -> dict:
-    """Everything is written under `.<name>.partial` first, then moved into `out` (metrics.json last), so a
-    killed run never leaves a half evaluation that looks complete. Other files in `out` (extra/) stay."""
+    """metrics.json and roc/ into `out`, written under `.<name>.partial` first and moved in, metrics.json
+    last, so a killed run never leaves a half evaluation that looks complete. Other files in `out`
+    (predictions/, extra/) stay."""
     out = Path(out)
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    for split, split_predictions in predictions.items():
-        write_predictions(partial / "predictions" / f"{split}.csv", split_predictions)
     metrics = write_metrics(partial, predictions, dev_split=dev_split, criterion=config.threshold_criterion,
                             n_boot=config.n_boot, seed=config.seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").unlink(missing_ok=True)
-    for name in ("predictions", "roc", "metrics.json"):
+    for name in ("roc", "metrics.json"):
         shutil.rmtree(out / name, ignore_errors=True)
         if (partial / name).exists():
             (partial / name).rename(out / name)

@@ -3,6 +3,7 @@
     model, name = load_model("models/clip_fusion")       # the class is named in models/<name>/model.json
     batch_size = eval_batch_size("models/clip_fusion")   # train.<name>.loop.eval_batch_size in its params.json
     ids, probs = score(model, items, batch_size)         # torch models via Accelerate, fitted ones directly
+    predictions = score_splits(model, "data/memes", "data/features", batch_size)   # {split: Predictions}
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from hatememes.data.readers import MemeItems
+from hatememes.data.readers import MemeItems, load_items
 from hatememes.files import read_json
+from hatememes.metrics import Predictions
 from hatememes.models import get_model_class
 
 
@@ -32,7 +34,7 @@ def load_model(directory: Path):
 
 def eval_batch_size(directory: Path, default: int = 64) -> int:
     """A torch model's scoring batch, `train.<name>.loop.eval_batch_size` in the params.json its folder
-    records (what trained it, and what DVC tracks for the evaluate stage through the folder); `default` for
+    records (what trained it, and what the train stage scored every split with); `default` for
     a fitted model, which scores its own way."""
     from hatememes.params import section
     from hatememes.training import LoopParams
@@ -57,3 +59,18 @@ def score(model, items: MemeItems, batch_size: int = 64) -> tuple[np.ndarray, np
     if probs.shape != (len(items),):
         raise RuntimeError(f"{type(model).__name__}.predict_proba returned shape {probs.shape} for {len(items)} memes")
     return np.asarray(items.ids), probs
+
+
+def score_splits(model, memes: Path, features_dir: Path, batch_size: int = 64) -> dict[str, Predictions]:
+    """Every split of the memes' manifest, scored in the manifest's order; each split's ids must come back
+    in the split file's order."""
+    memes, features_dir = Path(memes), Path(features_dir)
+    features = {key: features_dir / key for key in model.inputs if key != "image"}
+    predictions = {}
+    for split in read_json(memes / "manifest.json")["splits"]:
+        items = load_items(memes, features, split, model.inputs)
+        ids, probs = score(model, items, batch_size=batch_size)
+        if ids.tolist() != items.ids:
+            raise RuntimeError(f"{type(model).__name__} on {split}: scored ids differ from {memes / split}.jsonl")
+        predictions[split] = Predictions(ids, probs, np.asarray(items.labels))
+    return predictions

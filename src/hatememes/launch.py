@@ -1,4 +1,4 @@
-"""The train@ and evaluate@ stages under `accelerate launch`, from `dvc repro`: params.yaml `launch`.
+"""The train@ stages (training, then scoring every split) under `accelerate launch`, from `dvc repro`: `launch`.
 
     relaunch(params, "pipelines/train.py", sys.argv[1:])   # returns in the process that does the work
 

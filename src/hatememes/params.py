@@ -187,6 +187,20 @@ def convert(hint: Any, value: Any, where: str, key: str) -> Any:
     raise TypeError(f"params.py cannot check the type {hint!r} of {key}")
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    """The `train` section's own key (the models' sections are checked by hatememes.training.train_params)."""
+
+    dev_split: str = "dev_seen"
+
+
+def dev_split(params: dict) -> str:
+    """`train.dev_split` alone, checked, without reading (or importing) the models' sections."""
+    where = " + ".join(params.get("_sources", ["params"]))
+    raw = params.get("train", {})
+    return from_dict(TrainParams, {k: v for k, v in raw.items() if k == "dev_split"}, where, "train.").dev_split
+
+
 def add_arguments(parser) -> None:
     """The two options every pipeline script takes: which params file, and `key.path=value` overrides."""
     parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")

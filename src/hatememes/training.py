@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 
 from hatememes.data.readers import MemeItems
 from hatememes.losses import LossConfig, make_loss
+from hatememes.params import TrainParams, dev_split
 from hatememes.progress import progress
 
 
@@ -50,7 +51,7 @@ from hatememes.progress import progress
 class LoopParams:
     epochs: int = 20
     batch_size: int = 64  # the global batch, split between the processes
-    eval_batch_size: int = 64  # scoring: dev while training, every split in the evaluate stage (global too)
+    eval_batch_size: int = 64  # scoring: dev while training, every split after it (global too)
     lr: float = 1.0e-4
     weight_decay: float = 1.0e-4
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
@@ -487,11 +488,6 @@ def log_epoch(live, accelerator: Accelerator, state: LoopState, dev_auroc: float
         live.next_step()
 
 
-@dataclass(frozen=True)
-class TrainParams:
-    dev_split: str = "dev_seen"
-
-
 def train_params(params: dict, check: tuple[str, ...] | None = None) -> TrainParams:
     """The `train` section: `dev_split` and one `{model:, loop:}` section per model name.
 
@@ -500,11 +496,11 @@ def train_params(params: dict, check: tuple[str, ...] | None = None) -> TrainPar
     from torch import nn
 
     from hatememes.models import MODELS, get_model_class
-    from hatememes.params import ParamsError, from_dict, section
+    from hatememes.params import ParamsError, section
 
     where = " + ".join(params.get("_sources", ["params"]))
     raw = params.get("train", {})
-    config = from_dict(TrainParams, {k: v for k, v in raw.items() if k == "dev_split"}, where, "train.")
+    config = TrainParams(dev_split(params))
     for name in set(raw) - {"dev_split"}:
         if name not in MODELS:
             raise ParamsError(f"{where}: unknown key train.{name} (models: {', '.join(sorted(MODELS))})")

@@ -61,14 +61,20 @@ def write_clip_features(memes: Path, out: Path, dim: int = 8, seed: int = 0) -> 
     return out
 
 
+def predictions_of(model: Path) -> Path:
+    """Where `train_args` has the train stage write the model's predictions: beside its folder."""
+    return model.with_name(f"{model.name}-predictions")
+
+
 def train_args(memes: Path, features: Path, out: Path, *extra: str, model: str = "clip_fusion") -> list[str]:
     return [model, "--params", str(PARAMS), "--memes", str(memes), "--features", str(features),
-            "--out", str(out), *TINY_FUSION, *extra]
+            "--out", str(out), "--predictions", str(predictions_of(out)), *TINY_FUSION, *extra]
 
 
-def evaluate_args(memes: Path, features: Path, model: Path, out: Path, *extra: str) -> list[str]:
-    return ["clip_fusion", "--params", str(PARAMS), "--memes", str(memes), "--features", str(features),
-            "--model", str(model), "--out", str(out), *QUICK_EVAL, *extra]
+def evaluate_args(memes: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    """The evaluate stage on the predictions that training `model` wrote."""
+    return ["clip_fusion", "--params", str(PARAMS), "--memes", str(memes), "--predictions",
+            str(predictions_of(model)), "--out", str(out), *QUICK_EVAL, *extra]
 
 
 def tree_bytes(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from stage_runs import evaluate_args, evaluate_main, fetched, train_args, train_main, tree_bytes, write_clip_features
+from stage_runs import (
+    evaluate_args,
+    evaluate_main,
+    fetched,
+    predictions_of,
+    train_args,
+    train_main,
+    tree_bytes,
+    write_clip_features,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +41,9 @@ def one_thread():
 def train_and_evaluate(data: tuple[Path, Path], out: Path, *extra: str) -> dict[str, bytes]:
     memes, features = data
     assert train_main(train_args(memes, features, out / "model", *extra)) == 0
-    assert evaluate_main(evaluate_args(memes, features, out / "model", out / "eval")) == 0
+    assert evaluate_main(evaluate_args(memes, out / "model", out / "eval")) == 0
     weights = (out / "model" / "model.safetensors").read_bytes()
-    return {**tree_bytes(out / "eval" / "predictions"), "model.safetensors": weights}
+    return {**tree_bytes(predictions_of(out / "model")), "model.safetensors": weights}
 
 
 @pytest.fixture(scope="module")

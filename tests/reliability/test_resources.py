@@ -28,6 +28,7 @@ from stage_runs import (
     evaluate_main,
     fetch_stage,
     fetched,
+    predictions_of,
     script_env,
     train_args,
     train_main,
@@ -51,7 +52,7 @@ def stage_args(stage: str, data: dict[str, Path], out: Path) -> list[str]:
         return ["--params", str(PARAMS), "--out", str(out), "--source", "local", "--path", str(data["raw"])]
     if stage == "train":
         return train_args(data["memes"], data["features"], out)
-    return evaluate_args(data["memes"], data["features"], data["model"], out)
+    return evaluate_args(data["memes"], data["model"], out)
 
 
 MAINS = {"fetch": fetch_stage.main, "train": train_main, "evaluate": evaluate_main}
@@ -117,10 +118,11 @@ def test_disk_full_at_the_last_write_leaves_nothing_that_looks_complete(stage, f
     assert one_line(expected, stage=Path(stage), out=out, failing=Path(failing)).fullmatch(message), message
     if stage == "train":  # the weights were written, the marker of a complete model was not
         assert (out / "model.safetensors").is_file() and not (out / "model.json").exists()
-        with pytest.raises(FileNotFoundError, match=f"{out}: no complete trained model"):
-            evaluate_main(evaluate_args(data["memes"], data["features"], out, tmp_path / "eval"))
-    elif stage == "evaluate":  # predictions/ and roc/ are moved in whole; metrics.json, moved last, is not
-        assert (out / "predictions").is_dir() and not (out / "metrics.json").exists()
+        assert not predictions_of(out).exists()  # scored after the model is complete
+        with pytest.raises(FileNotFoundError, match=f"{predictions_of(out)}: no predictions for train, dev_seen"):
+            evaluate_main(evaluate_args(data["memes"], out, tmp_path / "eval"))
+    elif stage == "evaluate":  # roc/ is moved in whole; metrics.json, moved last, is not
+        assert (out / "roc").is_dir() and not (out / "metrics.json").exists()
     else:
         assert not out.exists() and not (tmp_path / ".out.partial").exists()
 

@@ -198,7 +198,7 @@ def test_hub_token_and_zip_password_are_never_printed_or_written(tmp_path, monke
                              "--path", str(tmp_path / "memes.zip")]) == 0
     features = write_clip_features(tmp_path / "memes", tmp_path / "features" / "clip").parent
     assert train_main(train_args(tmp_path / "memes", features, tmp_path / "model")) == 0
-    assert evaluate_main(evaluate_args(tmp_path / "memes", features, tmp_path / "model", tmp_path / "eval")) == 0
+    assert evaluate_main(evaluate_args(tmp_path / "memes", tmp_path / "model", tmp_path / "eval")) == 0
 
     printed = "".join(capfd.readouterr())
     inputs = (raw, tmp_path / "memes.zip")

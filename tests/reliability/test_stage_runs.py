@@ -19,6 +19,7 @@ from stage_runs import (
     SIZES,
     evaluate_args,
     evaluate_main,
+    predictions_of,
     run_script,
     script_env,
     train_args,
@@ -45,7 +46,7 @@ def features_args(memes: Path, out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
-    """One uninterrupted run of fetch (zip) -> features clip -> train clip_fusion -> evaluate."""
+    """One uninterrupted run of fetch (zip) -> features clip -> train clip_fusion (and score) -> evaluate."""
     root = tmp_path_factory.mktemp("reference")
     write_official(root / "raw", SIZES)
     encrypted_zip(root / "hateful_memes.zip", root / "raw", PASSWORD.encode())
@@ -54,7 +55,7 @@ def reference(tmp_path_factory) -> dict:
     runs = [run_script("fetch.py", fetch_args(archive, memes), ENV),
             run_script("features.py", features_args(memes, features / "clip"), ENV),
             run_script("train.py", train_args(memes, features, model), ENV),
-            run_script("evaluate.py", evaluate_args(memes, features, model, evaluation), ENV)]
+            run_script("evaluate.py", evaluate_args(memes, model, evaluation), ENV)]
     for run in runs:
         assert run.returncode == 0, run.stderr[-3000:]
     return {"root": root, "archive": archive, "memes": memes, "features": features, "model": model,
@@ -110,26 +111,37 @@ def test_training_killed_mid_epoch_and_mid_save_then_rerun_gives_identical_weigh
     killed(second)
     assert "resuming from step-00000004-batch-000001-epoch-0001" in second.stdout
     assert (out / "model.safetensors").is_file() and not (out / "model.json").exists()
-    with pytest.raises(FileNotFoundError, match="no complete trained model"):
-        evaluate_main(evaluate_args(reference["memes"], reference["features"], out, tmp_path / "eval"))
+    with pytest.raises(FileNotFoundError, match="no predictions for train, dev_seen"):
+        evaluate_main(evaluate_args(reference["memes"], out, tmp_path / "eval"))
     third = run_script("train.py", args, ENV)
     assert third.returncode == 0, third.stderr[-2000:]
     skip = ("checkpoints", "dvclive")
     mine, theirs = tree_bytes(out, skip), tree_bytes(reference["model"], skip)
     assert sorted(mine) == ["config.json", "model.json", "model.safetensors", "params.json"]
     assert mine == theirs
+    assert tree_bytes(predictions_of(out)) == tree_bytes(predictions_of(reference["model"]))
+
+
+def test_scoring_killed_leaves_no_predictions_then_rerun_gives_identical_ones(reference, tmp_path):
+    out = tmp_path / "models" / "clip_fusion"
+    args = train_args(reference["memes"], reference["features"], out)
+    partial = predictions_of(out).with_name(f".{predictions_of(out).name}.partial")
+    killed(run_script("train.py", args, ENV, kill_at=("open", f"{partial}/test_seen.csv", 1)))
+    assert (out / "model.json").is_file() and not predictions_of(out).exists()  # no split without the others
+    assert run_script("train.py", args, ENV).returncode == 0
+    assert tree_bytes(predictions_of(out)) == tree_bytes(predictions_of(reference["model"]))
 
 
 def test_evaluation_killed_twice_then_rerun_gives_identical_files(reference, tmp_path):
     out = tmp_path / "eval" / "clip_fusion"
-    args = evaluate_args(reference["memes"], reference["features"], reference["model"], out)
-    killed(run_script("evaluate.py", args, ENV, kill_at=("open", "*/predictions/test_seen.csv", 1)))
+    args = evaluate_args(reference["memes"], reference["model"], out)
+    killed(run_script("evaluate.py", args, ENV, kill_at=("open", "*/roc/test_seen.csv", 1)))
     assert not out.exists()
     killed(run_script("evaluate.py", args, ENV, kill_at=("rename", f"{out}/roc", 1)))
-    assert (out / "predictions").is_dir() and not (out / "metrics.json").exists()  # moved last: not complete
+    assert not (out / "metrics.json").exists()  # moved last: not complete
     assert run_script("evaluate.py", args, ENV).returncode == 0
     assert tree_bytes(out) == tree_bytes(reference["eval"])
-    killed(run_script("evaluate.py", args, ENV, kill_at=("open", "*/predictions/test_seen.csv", 1)))
+    killed(run_script("evaluate.py", args, ENV, kill_at=("open", "*/roc/test_seen.csv", 1)))
     assert tree_bytes(out) == tree_bytes(reference["eval"])  # a killed rerun leaves the complete one untouched
 
 

@@ -227,7 +227,7 @@ class LlavaZeroShot:
     """LLaVA answering the prompt as it is: P(Yes) with no training (a fitted-style classifier).
 
     `build` reads the base's processor only: the train stage fits nothing and saves the config, so it never
-    needs the weights. `from_pretrained` (the evaluate stage) loads them, as does a first `predict_proba`."""
+    needs the weights. `from_pretrained` (predict.py) loads them, as does a first `predict_proba`."""
 
     Config = LlavaZeroShotConfig
     inputs = ("image",)
