@@ -22,7 +22,8 @@ from hatememes.params import compose  # noqa: E402
 
 MODELS = ["clip_fusion", "clip_linear_image", "clip_linear_text", "clip_zeroshot", "mmbt", "visualbert",
           "course_mlp", "course_cnn", "course_lstm", "course_transformer", "llava_zeroshot", "llava_lora"]
-STAGES = ("train", "evaluate")
+# evaluate@ reads train@'s predictions and the memes, never features, a base model or `launch`: a new input
+# reruns train@, and evaluate@ follows only when the predictions it reads change.
 CLIP_READERS = {"clip_fusion", "clip_linear_image", "clip_linear_text", "clip_zeroshot", "course_mlp"}
 
 
@@ -76,18 +77,23 @@ def touched(repository: Path, path: str) -> set[str]:
 
 def test_clip_features_rerun_only_their_readers(repository):
     assert touched(repository, "data/features/clip") == {
-        "features@clip", *(f"{stage}@{m}" for m in CLIP_READERS for stage in STAGES)}
+        "features@clip", *(f"train@{m}" for m in CLIP_READERS)}
 
 
 def test_region_features_do_not_rerun_clip_fusion_or_llava(repository):
     readers = {"visualbert"} | ({"mmbt"} if image_features(repository) == "regions" else set())
     assert touched(repository, "data/features/regions") == {
-        "features@regions", *(f"{stage}@{m}" for m in readers for stage in STAGES)}
+        "features@regions", *(f"train@{m}" for m in readers)}
 
 
 def test_a_new_llava_base_reruns_only_the_llava_models(repository):
     assert touched(repository, "data/llava-tiny") == {
-        "pretrain_llava", *(f"{stage}@{m}" for m in ("llava_zeroshot", "llava_lora") for stage in STAGES)}
+        "pretrain_llava", "train@llava_zeroshot", "train@llava_lora"}
+
+
+def test_new_predictions_rerun_only_their_readers(repository):
+    """train@mmbt is listed because its output changed; what reads the predictions follows, nothing else."""
+    assert touched(repository, "eval/mmbt/predictions") == {"train@mmbt", "evaluate@mmbt", "ensemble", "report"}
 
 
 def image_features(repository: Path) -> str:
@@ -109,7 +115,10 @@ def test_one_param_reruns_only_the_stage_that_reads_it(repository):
         assert "features@regions" in stale(repository) and "features@clip" not in stale(repository)
         params.write_text(original)
         apply_overrides(str(params), ["launch.accelerate_config=configs/accelerate/cpu.yaml"])
-        assert stale(repository) == {f"{stage}@{m}" for m in MODELS for stage in STAGES}
+        assert stale(repository) == {f"train@{m}" for m in MODELS}
+        params.write_text(original)
+        apply_overrides(str(params), ["evaluate.n_boot=321"])
+        assert stale(repository) == {f"evaluate@{m}" for m in MODELS} | {"ensemble"}
     finally:
         params.write_text(original)
     assert stale(repository) == set()
