@@ -91,3 +91,10 @@ def test_a_model_without_predictions_is_reported(demo):
     (demo / "eval" / "mmbt" / "predictions" / "test_unseen.csv").unlink()
     assert check_bars(demo) == [f"mmbt test_unseen: no predictions "
                                 f"({demo / 'eval' / 'mmbt' / 'predictions' / 'test_unseen.csv'} missing)"]
+
+
+def test_every_model_held_at_chance_has_a_positive_control():
+    """A dead model passes an upper bound: each one gets a label its modality carries (tests/test_e2e.py)."""
+    from positive_controls import CONTROL_BAR, CONTROLS
+
+    assert set(CONTROLS) == set(AT_CHANCE) and CONTROL_BAR >= 0.9

@@ -1,0 +1,139 @@
+"""Positive controls for the demo's models that must stay at chance (tests/helpers/e2e_bars.py `AT_CHANCE`).
+
+A dead model passes "AUROC ≤ 0.65 on the pair rule". So each of them is also trained (or, zero-shot, asked)
+once more, the same model class on the same features with its own params, on a label that its modality
+does carry, and must reach `CONTROL_BAR` on test_unseen:
+
+    clip_linear_image                                   is the picture's object one of GROUP (4 of the 8)?
+    course_cnn                                          is the picture's object red or blue? (the numpy CNN,
+                                                        10 epochs of its recipe, does not learn shapes: even
+                                                        objects reached dev_seen / dev_unseen 0.59 / 0.43,
+                                                        star against the rest 0.88 / 0.82; colour 1.0 / 1.0)
+    text models (clip_linear_text, course_lstm, ...)    is the caption's object one of GROUP?
+    clip_zeroshot (image and text margins, averaged)    the same question, asked with object prompts, on the
+                                                        memes whose picture and caption agree on the answer
+    llava_zeroshot                                      "Does the text name the shape in the image?"
+                                                        (yes iff the caption's object is the picture's)
+
+The concepts come from the synthetic generator with the reproduced world's `fetch.synthetic` params, and
+must give back every meme's id, text and label: a control never runs on a world other than the one fetched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hatememes.data.readers import MemeItems, load_items
+from hatememes.data.synthetic import OBJECTS, SyntheticConfig, SyntheticMeme, sample_memes
+from hatememes.metrics import auroc
+from hatememes.params import load_params, section
+
+CONTROL_BAR = 0.90
+# every other object: circle, triangle, cross, diamond. Chosen on the dev splits of world 0: a linear probe
+# of the tiny CLIP's image features reached dev_seen / dev_unseen AUROC 0.95 / 0.95 on it, 0.87 / 0.83 on
+# the first four objects (one object against the rest: 0.99-1.00)
+GROUP = range(0, len(OBJECTS), 2)
+MATCH_PROMPT = ('USER: <image>\nThis is an image with: "{text}" written on it. Does the text name the shape in '
+                "the image? Answer yes or no. ASSISTANT:")
+
+
+@dataclass(frozen=True)
+class Control:
+    """A label its modality carries, the memes it is scored on, and config changes (zero-shot prompts)."""
+
+    label: Callable[[SyntheticMeme], int]  # 0/1 from the meme's concepts and scene
+    keep: Callable[[SyntheticMeme], bool] = lambda meme: True
+    config: dict = field(default_factory=dict)
+
+
+def image_in_group(meme: SyntheticMeme) -> int:
+    return int(meme.image_concept in GROUP)
+
+
+def image_red_or_blue(meme: SyntheticMeme) -> int:
+    return int(meme.scene.color in ("red", "blue"))
+
+
+def text_in_group(meme: SyntheticMeme) -> int:
+    return int(meme.text_concept in GROUP)
+
+
+def groups_agree(meme: SyntheticMeme) -> bool:
+    return (meme.text_concept in GROUP) == (meme.image_concept in GROUP)
+
+
+CONTROLS = {
+    "clip_linear_image": Control(image_in_group),
+    "course_cnn": Control(image_red_or_blue),
+    "clip_linear_text": Control(text_in_group),
+    "course_lstm": Control(text_in_group),
+    "course_transformer": Control(text_in_group),
+    "clip_zeroshot": Control(image_in_group, keep=groups_agree, config={
+        "hateful_prompts": tuple(f"a {OBJECTS[k]}." for k in GROUP),
+        "benign_prompts": tuple(f"a {name}." for k, name in enumerate(OBJECTS) if k not in GROUP)}),
+    "llava_zeroshot": Control(lambda meme: int(meme.text_concept == meme.image_concept),
+                              config={"prompt": MATCH_PROMPT}),
+}
+
+
+def concepts(root: Path) -> dict[int, SyntheticMeme]:
+    """meme id -> its concepts and scene, in the world fetched in `root` (checked against its files)."""
+    from hatememes.data.memes import read_split
+
+    config = section(load_params(root / "params.yaml"), "fetch.synthetic", SyntheticConfig)
+    table = {}
+    for split, memes in sample_memes(config).items():
+        fetched = read_split(root / "data" / "memes", split)
+        if [m.meme for m in memes] != fetched:
+            raise AssertionError(f"{split}: the generator with {config} does not give back data/memes/{split}.jsonl")
+        table.update({m.meme.id: m for m in memes})
+    return table
+
+
+def relabelled(items: MemeItems, table: dict[int, SyntheticMeme], control: Control) -> MemeItems:
+    keep = [i for i, meme in enumerate(items.memes) if control.keep(table[meme.id])]
+    memes = [dataclasses.replace(items.memes[i], label=control.label(table[items.memes[i].id])) for i in keep]
+    features = {key: rows[keep] for key, rows in items.features.items()}
+    return MemeItems(items.memes_dir, memes, features, items.with_images)
+
+
+def control_auroc(root: Path, name: str, out: Path, split: str = "test_unseen") -> float:
+    """`name` fitted (or built) on the control's train labels, scored on `split`: AUROC against them."""
+    import torch
+    from torch import nn
+
+    from hatememes.files import read_json
+    from hatememes.inference import score
+    from hatememes.models import BuildContext, get_model_class
+    from hatememes.training import LoopParams, train
+
+    params = load_params(root / "params.yaml")
+    control, table = CONTROLS[name], concepts(root)
+    model_class = get_model_class(name)
+    config = section(params, f"train.{name}.model", model_class.Config)
+    config = dataclasses.replace(config, **control.config)
+    memes, features_dir = root / "data" / "memes", root / "data" / "features"
+    metas = {path.parent.name: read_json(path) for path in features_dir.glob("*/meta.json")}
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = model_class.build(config, BuildContext(metas, tuple(m.text for m in load_items(
+            memes, {}, "train", ()).memes)))
+        features = {key: features_dir / key for key in model.inputs if key != "image"}
+        items = {s: relabelled(load_items(memes, features, s, model.inputs), table, control)
+                 for s in ("train", params["train"]["dev_split"], split)}
+        train_items, dev_items = items["train"], items[params["train"]["dev_split"]]
+        if isinstance(model, nn.Module):
+            loop = section(params, f"train.{name}.loop", LoopParams)
+            train(model, train_items, dev_items, loop, out)
+            model.eval()
+            batch_size = loop.eval_batch_size
+        else:
+            model.fit(train_items, dev_items)
+            batch_size = 64
+        _, probs = score(model, items[split], batch_size)
+    return auroc(np.asarray(items[split].labels), probs)
