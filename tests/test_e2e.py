@@ -20,7 +20,7 @@ from e2e_bars import check_bars  # noqa: E402
 from positive_controls import CONTROL_BAR, CONTROLS, control_auroc  # noqa: E402
 from repo_copy import ROOT, copy_repository, run  # noqa: E402
 
-from hatememes.params import compose  # noqa: E402
+from hatememes.params import WORLD_SEEDS, compose  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -31,10 +31,6 @@ def repro(tmp_path_factory) -> Path:
     copy = copy_repository(tmp_path_factory.mktemp("e2e") / "hatememes")
     run(["dvc", "repro"], copy)
     return copy
-
-
-# the params a world's seed sets: the memes and corpus, the tiny CLIP and the tiny LLaVA
-WORLD_SEEDS = ("fetch.synthetic.seed", "pretrain.seed", "pretrain_llava.tiny.seed")
 
 
 def second_world_seed() -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hatememes.params import read_yaml
-from hatememes.readme_results import END, START, block_span, main
+from hatememes.readme_results import END, SECOND_END, SECOND_START, START, block_span, main
 from hatememes.report import NO_RUN, results_markdown
 
 ROOT = Path(__file__).parents[1]
@@ -59,8 +60,8 @@ def test_table_values_intervals_order_and_gaps(eval_tree):
     assert results_markdown(eval_tree.parent / "nothing") == NO_RUN + "\n"
 
 
-def readme_block(text: str) -> str:
-    start, end = block_span(text)
+def readme_block(text: str, start_marker: str = START, end_marker: str = END) -> str:
+    start, end = block_span(text, start_marker, end_marker)
     return text[start:end]
 
 
@@ -112,11 +113,37 @@ def test_check_fails_on_a_stale_block_and_the_script_fixes_it(eval_tree, capsys)
     stale = f"# title\n\n{START}\n| model | dev_seen |\n|---|---|\n| `mmbt` | 0.123 |\n{END}\n\nafter\n"
     readme.write_text(stale)
     (eval_tree.parent / "params.yaml").write_text(PARAMS)
-    args = ["--readme", str(readme), "--eval", str(eval_tree), "--params", str(eval_tree.parent / "params.yaml")]
+    args = ["--readme", str(readme), "--eval", str(eval_tree), "--params", str(eval_tree.parent / "params.yaml"),
+            "--record", str(eval_tree.parent / "no-second-world.json")]
     assert main([*args, "--check"]) == 1
-    assert "results block differs" in capsys.readouterr().err and readme.read_text() == stale
+    assert "a results block differs" in capsys.readouterr().err and readme.read_text() == stale
     assert main(args) == 0
     assert readme.read_text() == f"# title\n\n{START}\n{results_markdown(eval_tree)}{END}\n\nafter\n"
     assert main([*args, "--check"]) == 0
     readme.write_text("# no markers\n")
     assert main([*args, "--check"]) == 2 and START in capsys.readouterr().err
+
+
+def test_the_second_world_is_recorded_and_its_block_checked(eval_tree, capsys):
+    """`--second-world REPOSITORY` records that repository's seeds and metrics; the block shows them and
+    `--check` fails once the record changes."""
+    world = eval_tree.parent / "world"
+    shutil.copytree(eval_tree, world / "eval")
+    (world / "params.yaml").write_text(PARAMS + "fetch:\n  synthetic: {seed: 7}\npretrain: {seed: 7}\n"
+                                       "pretrain_llava:\n  tiny: {seed: 7}\n")
+    (eval_tree.parent / "params.yaml").write_text(PARAMS)
+    readme, record = eval_tree.parent / "README.md", eval_tree.parent / "second-world.json"
+    readme.write_text(f"{START}\n{END}\n\n{SECOND_START}\n{SECOND_END}\n")
+    args = ["--readme", str(readme), "--eval", str(eval_tree), "--params", str(eval_tree.parent / "params.yaml"),
+            "--record", str(record)]
+    assert main([*args, "--second-world", str(world)]) == 0
+    block = readme_block(readme.read_text(), SECOND_START, SECOND_END)
+    assert block.startswith("Second world (`fetch.synthetic.seed=7`, `pretrain.seed=7`, `pretrain_llava.tiny.seed=7`)")
+    assert "| `mmbt` | 0.971 | 0.900 | 0.500 | 1.000 |" in block
+    assert "| `clip_fusion` | 0.971 | — | — | 1.000 |" in block
+    assert main([*args, "--check"]) == 0
+    saved = json.loads(record.read_text())
+    saved["metrics"]["mmbt"]["test_unseen"]["auroc"] = 0.5
+    record.write_text(json.dumps(saved))
+    assert main([*args, "--check"]) == 1
+    capsys.readouterr()

@@ -194,6 +194,21 @@ class TrainParams:
     dev_split: str = "dev_seen"
 
 
+# the params a demo world's seed sets: the memes and the corpus, the tiny CLIP, the tiny LLaVA. The e2e test
+# reproduces the demo in a second world with all three set to another seed.
+WORLD_SEEDS = ("fetch.synthetic.seed", "pretrain.seed", "pretrain_llava.tiny.seed")
+
+
+def lookup(params: dict, dotted: str) -> Any:
+    """params["a"]["b"]["c"] for "a.b.c"; a KeyError names the dotted key."""
+    value = params
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise KeyError(f"{dotted!r}: not in the params")
+        value = value[key]
+    return value
+
+
 def dev_split(params: dict) -> str:
     """`train.dev_split` alone, checked, without reading (or importing) the models' sections."""
     where = " + ".join(params.get("_sources", ["params"]))
