@@ -67,7 +67,7 @@ def test_sequence_layout(tiny_bert_dir):
     sequence = model.sequence(batch)
     length = 4 + 2 + text_length
     assert sequence["inputs_embeds"].shape == (2, length, 32)
-    expected_types = torch.tensor([0] * 6 + [1] * text_length).expand(2, -1)
+    expected_types = torch.tensor([1] * 6 + [0] * text_length).expand(2, -1)  # MMF's: image 1, text 0
     expected_positions = torch.tensor(list(range(6)) + list(range(text_length))).expand(2, -1)
     expected_mask = torch.cat([torch.ones(2, 6, dtype=torch.long), batch["attention_mask"][:, 1:]], dim=1)
     assert torch.equal(sequence["token_type_ids"], expected_types)
@@ -84,17 +84,25 @@ def test_sequence_layout(tiny_bert_dir):
     assert model(batch).shape == (2,)
 
 
+def test_segments_are_mmfs(tiny_bert_dir):
+    """MMF's MMBTBase: a one-segment text (segment ids all 0) puts the modal tokens, [CLS] and [SEP] included,
+    in segment 1 (HF's MMBTModel defaults are the reverse)."""
+    model = build(tiny_bert_dir, num_image_tokens=2)
+    token_type_ids = model.sequence(model.collate(make_items()))["token_type_ids"]  # (B, 4 + L-1)
+    assert token_type_ids[:, :4].eq(1).all() and token_type_ids[:, 4:].eq(0).all()
+
+
 def test_regions_input(tiny_bert_dir):
     model = build(tiny_bert_dir, image_features="regions")
     assert model.inputs == ("regions",) and MMBT.inputs == ("grid",)
     batch = model.collate(make_items())
     assert batch["image_features"].shape == (2, 5, GRID_DIM)
-    assert model.sequence(batch)["token_type_ids"][0].tolist()[:8] == [0] * 7 + [1]
+    assert model.sequence(batch)["token_type_ids"][0].tolist()[:8] == [1] * 7 + [0]
 
 
 def test_image_masked_equals_bert_on_text(tiny_bert_dir):
     """With img_1..N and the modal [SEP] masked, MMBT's [CLS] and text states are BERT's on `[CLS] text [SEP]`
-    given the same ids: [CLS] at position 0 / segment 0, the text at positions 0.. / segment 1."""
+    given the same ids: [CLS] at position 0 / segment 1, the text at positions 0.. / segment 0."""
     model = build(tiny_bert_dir, num_image_tokens=3)
     batch = model.collate(make_items())
     sequence = model.sequence(batch)
@@ -107,23 +115,25 @@ def test_image_masked_equals_bert_on_text(tiny_bert_dir):
         ids = {"position_ids": positions.expand(2, -1), "token_type_ids": segments.expand(2, -1)}
         return model.bert(input_ids=input_ids, attention_mask=mask, **ids)
 
-    reference = bert_on_text(torch.tensor([0] + list(range(text_length))), torch.tensor([0] + [1] * text_length))
+    segments = torch.tensor([1] + [0] * text_length)
+    reference = bert_on_text(torch.tensor([0] + list(range(text_length))), segments)
     kept = [0] + list(range(5, 5 + text_length))
     valid = mask.bool()
     torch.testing.assert_close(mmbt_out.last_hidden_state[:, kept][valid], reference.last_hidden_state[valid])
     torch.testing.assert_close(mmbt_out.pooler_output, reference.pooler_output)
-    # the comparison is sharp: BERT's usual positions or segments give other states
-    usual_positions = bert_on_text(torch.arange(text_length + 1), torch.tensor([0] + [1] * text_length))
+    # the comparison is sharp: BERT's usual positions, or HF's segments (modal 0, text 1), give other states
+    usual_positions = bert_on_text(torch.arange(text_length + 1), segments)
     restarted = torch.tensor([0] + list(range(text_length)))
-    one_segment = bert_on_text(restarted, torch.zeros(text_length + 1, dtype=torch.long))
-    for other in (usual_positions, one_segment):
+    hf_segments = bert_on_text(restarted, 1 - segments)
+    for other in (usual_positions, hf_segments):
         difference = other.last_hidden_state[valid] - mmbt_out.last_hidden_state[:, kept][valid]
         assert difference.abs().max() > 0.1
 
 
-def test_matches_hf_mmbt_formulation(tiny_bert_dir):
-    """HF's MMBTModel: ModalEmbeddings([CLS] proj(img) [SEP], positions 0..N+1, segment 0) ++ BERT's text
-    embeddings (segment 1, positions from 0), one encoder pass, BERT's pooler."""
+def test_matches_mmf_mmbt_formulation(tiny_bert_dir):
+    """MMF's MMBT (HF's MMBTModel as MMBTBase calls it on a one-segment text): ModalEmbeddings([CLS] proj(img)
+    [SEP], positions 0..N+1, segment 1) ++ BERT's text embeddings (segment 0, positions from 0), one encoder
+    pass, BERT's pooler."""
     model = build(tiny_bert_dir, num_image_tokens=2)
     batch = model.collate(make_items())
     bert, emb = model.bert, model.bert.embeddings
@@ -131,9 +141,9 @@ def test_matches_hf_mmbt_formulation(tiny_bert_dir):
     sep = torch.full_like(input_ids[:, :1], model.tokenizer.sep_token_id)
     modal = torch.cat([emb.word_embeddings(input_ids[:, :1]), model.image_projection(batch["image_features"]),
                        emb.word_embeddings(sep)], dim=1)  # (B, 4, H)
-    modal = emb.LayerNorm(modal + emb.position_embeddings(torch.arange(4)) + emb.token_type_embeddings.weight[0])
+    modal = emb.LayerNorm(modal + emb.position_embeddings(torch.arange(4)) + emb.token_type_embeddings.weight[1])
     text_ids = input_ids[:, 1:]
-    text = emb(input_ids=text_ids, token_type_ids=torch.ones_like(text_ids))  # positions 0.. by default
+    text = emb(input_ids=text_ids, token_type_ids=torch.zeros_like(text_ids))  # positions 0.. by default
     mask = torch.cat([torch.ones(2, 4), batch["attention_mask"][:, 1:].float()], dim=1)
     additive = (1.0 - mask)[:, None, None, :] * torch.finfo(torch.float32).min  # (B, 1, 1, S)
     hidden = bert.encoder(torch.cat([modal, text], dim=1), attention_mask=additive).last_hidden_state

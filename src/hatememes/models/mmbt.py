@@ -7,12 +7,13 @@ average pooling to N regions, or a RoIAlign region) goes through one linear map 
 token-embedding space, and the encoder reads
 
     tokens          [CLS] img_1 ... img_N [SEP] w_1 ... w_T [SEP] [PAD] ...
-    token_type_ids    0     0   ...   0     0    1  ...  1    1     1
+    token_type_ids    1     1   ...   1     1    0  ...  0    0     0
     position_ids      0     1   ...   N    N+1   0  ... T-1   T    ...    (restart for the text)
 
-Segment ids are HF's `MMBTModel` defaults (modal tokens 0, text 1); the image segment shares BERT's
-word/position/segment tables, LayerNorm and dropout with the text, as there. (MMF flips the ids, image
-1 and text 0, when the text's segment ids are all 0.) The pooled [CLS] output goes through dropout and
+Segment ids are MMF's (`mmf/models/mmbt.py`, `MMBTBase.forward`): its tokenizer gives the one-sentence text
+segment 0, and the modal tokens then get segment 1 (HF's `MMBTModel` defaults are the other way round:
+modal 0, text 1). The image segment shares BERT's word/position/segment tables, LayerNorm and dropout with
+the text, as in both. The pooled [CLS] output goes through dropout and
 MMF's classifier: BERT's head transform (dense + activation + LayerNorm) and a linear layer to one logit.
 That hidden layer matters: on the demo's pairwise rule a linear layer on the pooled output stayed at chance
 (dev AUROC 0.53 after 4 epochs), as the interaction of image and text must then be formed inside the encoder.
@@ -121,8 +122,8 @@ class MMBT(nn.Module):
         image_length, text_length = num_images + 2, text_ids.shape[1]
         device = input_ids.device
         ones = torch.ones(batch_size, image_length, dtype=text_mask.dtype, device=device)
-        token_type_ids = torch.cat(
-            [torch.zeros(batch_size, image_length, dtype=torch.long, device=device), torch.ones_like(text_ids)], dim=1
+        token_type_ids = torch.cat(  # MMF's segments: image 1, text 0
+            [torch.ones(batch_size, image_length, dtype=torch.long, device=device), torch.zeros_like(text_ids)], dim=1
         )
         position_ids = torch.cat(
             [torch.arange(image_length, device=device), torch.arange(text_length, device=device)]
