@@ -179,6 +179,31 @@ def test_save_reload_same_probs(tiny_bert_dir, tmp_path, image_layer_norm):
     assert torch.equal(torch.sigmoid(reloaded(reloaded.collate(make_items(3)))), probs)
 
 
+def test_first_layers_of_the_checkpoint(tiny_bert_dir, tmp_path):
+    """num_hidden_layers=1 loads the checkpoint's embeddings, first layer and pooler: the 2-layer BERT cut after
+    its first layer, and so it is saved and reloaded."""
+    model = build(tiny_bert_dir, num_image_tokens=2, num_hidden_layers=1)
+    full = build(tiny_bert_dir, num_image_tokens=2)
+    assert len(model.bert.encoder.layer) == model.bert.config.num_hidden_layers == 1
+    assert len(full.bert.encoder.layer) == 2  # None, the default: every layer, as published
+    full_state = full.bert.state_dict()
+    for key, value in model.bert.state_dict().items():
+        assert torch.equal(value, full_state[key]), key
+    full.bert.encoder.layer = full.bert.encoder.layer[:1]
+    sequence = model.sequence(model.collate(make_items()))
+    torch.testing.assert_close(model.bert(**sequence).pooler_output, full.bert(**sequence).pooler_output)
+    model.save_pretrained(tmp_path / "mmbt")
+    reloaded = MMBT.from_pretrained(tmp_path / "mmbt").eval()
+    assert len(reloaded.bert.encoder.layer) == 1
+    assert torch.equal(reloaded(reloaded.collate(make_items())), model(model.collate(make_items())))
+
+
+@pytest.mark.parametrize("count", [0, 3])
+def test_num_hidden_layers_checked(tiny_bert_dir, count):
+    with pytest.raises(ValueError, match=rf"train\.mmbt\.model\.num_hidden_layers = {count}, but .* has 2 layers"):
+        build(tiny_bert_dir, num_hidden_layers=count)
+
+
 def test_training_reduces_loss(tiny_bert_dir, learned):
     """The label is the sign of the grid: only the image tokens can tell (the texts alternate with it too
     slowly to help: both captions occur with both labels). The 30k-word table is frozen to keep it fast."""

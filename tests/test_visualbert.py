@@ -124,6 +124,47 @@ def test_loads_visualbert_checkpoint(tiny_bert_dir, tmp_path):
     assert model(model.collate(make_items())).shape == (2,)
 
 
+def test_first_layers_of_a_bert_checkpoint(tiny_bert_dir):
+    """num_hidden_layers=1 maps the BERT checkpoint's embeddings, first layer and pooler, as the full mapping
+    does, and leaves its second layer out."""
+    model = build(tiny_bert_dir, tiny_bert_dir, num_hidden_layers=1)
+    full = build(tiny_bert_dir, tiny_bert_dir)
+    assert len(model.encoder.encoder.layer) == model.encoder.config.num_hidden_layers == 1
+    assert len(full.encoder.encoder.layer) == 2  # None, the default: every layer, as published
+    full_state = full.encoder.state_dict()
+    assert set(model.new_keys) == set(full.new_keys)
+    assert set(model.loaded_keys) == {key for key in full.loaded_keys if ".layer.1." not in key}
+    for key in model.loaded_keys:
+        name = key.removeprefix("encoder.")
+        assert torch.equal(model.encoder.state_dict()[name], full_state[name]), key
+    full.encoder.encoder.layer = full.encoder.encoder.layer[:1]
+    text = {key: value for key, value in model.collate(make_items()).items()
+            if key in ("input_ids", "attention_mask", "token_type_ids")}
+    torch.testing.assert_close(model.encoder(**text).pooler_output, full.encoder(**text).pooler_output)
+
+
+def test_first_layers_of_a_visualbert_checkpoint(tiny_bert_dir, tmp_path):
+    config = transformers.VisualBertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                           intermediate_size=37, visual_embedding_dim=16, pad_token_id=0)
+    transformers.VisualBertForPreTraining(config).save_pretrained(tmp_path / "visualbert")
+    model = build(tmp_path / "visualbert", tiny_bert_dir, num_hidden_layers=1)
+    full = build(tmp_path / "visualbert", tiny_bert_dir)
+    assert len(model.encoder.encoder.layer) == 1 and set(model.new_keys) == HEAD_KEYS
+    full_state = full.encoder.state_dict()
+    for key, value in model.encoder.state_dict().items():
+        assert torch.equal(value, full_state[key]), key
+    model.save_pretrained(tmp_path / "trained")
+    reloaded = VisualBert.from_pretrained(tmp_path / "trained").eval()
+    assert len(reloaded.encoder.encoder.layer) == 1
+    assert torch.equal(reloaded(reloaded.collate(make_items())), model(model.collate(make_items())))
+
+
+@pytest.mark.parametrize("count", [0, 3])
+def test_num_hidden_layers_checked(tiny_bert_dir, count):
+    with pytest.raises(ValueError, match=rf"train\.visualbert\.model\.num_hidden_layers = {count}, but .* has 2"):
+        build(tiny_bert_dir, tiny_bert_dir, num_hidden_layers=count)
+
+
 @pytest.mark.parametrize("image_layer_norm", [False, True])
 def test_save_reload_same_probs(tiny_bert_dir, tmp_path, image_layer_norm):
     model = build(tiny_bert_dir, tiny_bert_dir, image_layer_norm=image_layer_norm)

@@ -27,11 +27,15 @@ features (post-ReLU, RMS 0.7), same data, seed and optimiser, MMBT's dev_unseen 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
+import transformers
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -39,6 +43,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from hatememes.pretrained import loading, resolve
 
 TEXT_MODEL = "train.mmbt.model.text_model"  # the param naming the BERT checkpoint, for load errors
+LAYERS = "train.mmbt.model.num_hidden_layers"
 # N image tokens -> the (rows, columns) a grid is pooled to, as MMF's ResNet152ImageEncoder does
 POOL_SHAPES = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (2, 2), 5: (5, 1), 6: (3, 2), 7: (7, 1), 8: (4, 2), 9: (3, 3)}
 
@@ -51,6 +56,7 @@ class MMBTConfig:
     max_text_length: int = 32  # tokens, [CLS] and [SEP] included
     dropout: float = 0.1  # before the classifier
     image_layer_norm: bool = False  # LayerNorm on the projected image features (see the module docstring)
+    num_hidden_layers: int | None = None  # keep the checkpoint's first k layers; None: all (as published)
 
 
 def pool_grid(grid: torch.Tensor, num_tokens: int) -> torch.Tensor:
@@ -59,6 +65,39 @@ def pool_grid(grid: torch.Tensor, num_tokens: int) -> torch.Tensor:
         raise ValueError(f"num_image_tokens must be one of {sorted(POOL_SHAPES)}, got {num_tokens}")
     pooled = nn.functional.adaptive_avg_pool2d(grid, POOL_SHAPES[num_tokens])  # (B, C, h, w)
     return pooled.flatten(2).transpose(1, 2)  # (B, N, C)
+
+
+@contextmanager
+def load_report_off() -> Iterator[None]:
+    """transformers' load report silenced: with layers left out it lists every weight of theirs."""
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+def load_bert(config: MMBTConfig, name: str) -> nn.Module:
+    """BERT checkpoint `name` with all its layers, or with its first `config.num_hidden_layers` (embeddings and
+    pooler included): the layers above are not loaded, said in one line instead of transformers' load report."""
+    count = config.num_hidden_layers
+    if count is None:
+        return AutoModel.from_pretrained(name, dtype=torch.float32)
+    available = AutoConfig.from_pretrained(name).num_hidden_layers
+    if not 1 <= count <= available:
+        raise ValueError(f"{LAYERS} = {count}, but {config.text_model} has {available} layers: keep 1 to "
+                         f"{available} (null keeps them all)")
+    with load_report_off():
+        bert, info = AutoModel.from_pretrained(name, dtype=torch.float32, num_hidden_layers=count,
+                                               output_loading_info=True)
+    above = re.compile(rf"(.*\.)?layer\.({'|'.join(map(str, range(count, available)))})\.")
+    unexpected = sorted(key for key in info["unexpected_keys"] if not above.match(key))
+    missing = sorted(info["missing_keys"])
+    print(f"mmbt: the first {count} of {config.text_model}'s {available} layers"
+          + (f"; missing: {', '.join(missing)}" if missing else "")
+          + (f"; not used: {', '.join(unexpected)}" if unexpected else ""))
+    return bert
 
 
 class MMBT(nn.Module):
@@ -87,7 +126,7 @@ class MMBT(nn.Module):
         name = resolve(config.text_model)
         with loading(TEXT_MODEL, config.text_model):
             tokenizer = AutoTokenizer.from_pretrained(name)  # the small files first: a missing name fails at once
-            bert = AutoModel.from_pretrained(name, dtype=torch.float32)
+            bert = load_bert(config, name)
         return cls(config, bert, tokenizer, int(meta["dim"]))
 
     def collate(self, items: list[dict]) -> dict:

@@ -23,6 +23,8 @@ has none: the default), which the demo's tiny CNN features need, as MMBT does (s
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from torch import nn
 from hatememes.pretrained import loading, resolve
 
 INIT, TOKENIZER = "train.visualbert.model.init", "train.visualbert.model.tokenizer"  # params, for load errors
+LAYERS = "train.visualbert.model.num_hidden_layers"
 BOX_DIM = 6  # (x1, y1, x2, y2, w, h), normalised to [0, 1]
 BERT_SIZES = (  # the BertConfig fields a VisualBertConfig copies
     "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
@@ -53,11 +56,37 @@ class VisualBertConfig:
     max_text_length: int = 32  # tokens, [CLS] and [SEP] included
     dropout: float = 0.1  # before the classifier
     image_layer_norm: bool = False  # LayerNorm on the projected region features (see the module docstring)
+    num_hidden_layers: int | None = None  # keep the checkpoint's first k layers; None: all (as published)
 
 
-def visual_bert_from_bert(name: str, region_dim: int) -> tuple[transformers.VisualBertModel, list[str]]:
-    """A VisualBertModel holding BERT checkpoint `name`'s weights; also the keys it got from there."""
-    bert = transformers.AutoModel.from_pretrained(name, dtype=torch.float32)
+def kept_layers(config: VisualBertConfig, available: int) -> dict:
+    """`from_pretrained`'s override that keeps the checkpoint's first `config.num_hidden_layers` of its
+    `available` layers (embeddings and pooler included; the layers above are not loaded); {}: all of them."""
+    count = config.num_hidden_layers
+    if count is None:
+        return {}
+    if not 1 <= count <= available:
+        raise ValueError(f"{LAYERS} = {count}, but {config.init} has {available} layers: keep 1 to {available} "
+                         "(null keeps them all)")
+    return {"num_hidden_layers": count}
+
+
+@contextmanager
+def load_report_off() -> Iterator[None]:
+    """transformers' load report silenced: with layers left out it lists every weight of theirs. `build`'s
+    summary says which weights were loaded and which are new."""
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+def visual_bert_from_bert(name: str, region_dim: int, layers: dict) -> tuple[transformers.VisualBertModel, list[str]]:
+    """A VisualBertModel holding BERT checkpoint `name`'s weights (`layers`: `kept_layers`'s override); also the
+    keys it got from there."""
+    bert = transformers.AutoModel.from_pretrained(name, dtype=torch.float32, **layers)
     sizes = {key: getattr(bert.config, key) for key in BERT_SIZES}
     config = transformers.VisualBertConfig(**sizes, visual_embedding_dim=region_dim, special_visual_initialize=True)
     encoder = transformers.VisualBertModel(config)
@@ -68,9 +97,10 @@ def visual_bert_from_bert(name: str, region_dim: int) -> tuple[transformers.Visu
     return encoder, sorted(mapped)
 
 
-def load_visual_bert(name: str) -> tuple[transformers.VisualBertModel, list[str]]:
-    """VisualBERT checkpoint `name` as it is; also the keys that came from it."""
-    encoder, info = transformers.VisualBertModel.from_pretrained(name, dtype=torch.float32, output_loading_info=True)
+def load_visual_bert(name: str, layers: dict) -> tuple[transformers.VisualBertModel, list[str]]:
+    """VisualBERT checkpoint `name` as it is (`layers`: `kept_layers`'s override); also the keys that came from it."""
+    encoder, info = transformers.VisualBertModel.from_pretrained(name, dtype=torch.float32, output_loading_info=True,
+                                                                 **layers)
     missing = set(info["missing_keys"]) | {key for key, *_ in info["mismatched_keys"]}
     return encoder, sorted(key for key in encoder.state_dict() if key not in missing)
 
@@ -109,14 +139,19 @@ class VisualBert(nn.Module):
         with loading(TOKENIZER, config.tokenizer):  # the small files first: a missing name fails at once
             tokenizer = transformers.AutoTokenizer.from_pretrained(resolve(config.tokenizer))
         with loading(INIT, config.init):
-            if transformers.AutoConfig.from_pretrained(name).model_type == "visual_bert":
-                encoder, loaded = load_visual_bert(name)
-            else:
-                encoder, loaded = visual_bert_from_bert(name, region_dim)
+            checkpoint = transformers.AutoConfig.from_pretrained(name)
+            layers = kept_layers(config, checkpoint.num_hidden_layers)
+            with load_report_off() if layers else nullcontext():
+                if checkpoint.model_type == "visual_bert":
+                    encoder, loaded = load_visual_bert(name, layers)
+                else:
+                    encoder, loaded = visual_bert_from_bert(name, region_dim, layers)
         model = cls(config, encoder, tokenizer, region_dim)
         model.loaded_keys = [f"encoder.{key}" for key in loaded]
         model.new_keys = sorted(set(model.state_dict()) - set(model.loaded_keys))
-        print(f"visualbert: {len(model.loaded_keys)} tensors from {config.init}; new: {', '.join(model.new_keys)}")
+        kept = f" (its first {layers['num_hidden_layers']} of {checkpoint.num_hidden_layers} layers)" if layers else ""
+        print(f"visualbert: {len(model.loaded_keys)} tensors from {config.init}{kept}; "
+              f"new: {', '.join(model.new_keys)}")
         return model
 
     def collate(self, items: list[dict]) -> dict:
