@@ -7,7 +7,7 @@ backward and optimizer (ms per step), samples/s and peak GPU memory.
     python benchmarks/multimodal_transformers.py --full --tiny  # the --full code path at a tiny size (CPU is fine)
 
 Demo: the packaged MiniLM built from params.yaml's `train.<model>.model`, at `train.<model>.loop.batch_size`,
-with the training loop's optimizer (fused AdamW) and gradient clipping; random 256-d features (the tiny CNN's
+with the training loop's optimizer (fused AdamW) and gradient clipping; random 512-d features (the tiny CNN's
 width) on 10 regions with their boxes, and captions of 5 to 13 tokens as the demo's. A warm-up step, then
 timed steps. Full: BERT-base / VisualBERT-base built from default configs with random weights (nothing is
 downloaded), 2048-d features (grid pooled to 1 token as MMF ran MMBT on Hateful Memes; 100 regions as its
@@ -30,7 +30,7 @@ from hatememes.pretrained import resolve
 
 WORDS = "look how many people love you when the red star sits on a grey square at the top left".split()
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37}
-DEMO_FEATURES = {"dim": 256, "num_boxes": 10}  # the tiny CNN's width; features.regions.num_boxes
+DEMO_FEATURES = {"dim": 512, "num_boxes": 10}  # the tiny CNN's width (meta.json); features.regions.num_boxes
 PHASES = ("forward", "backward", "optimizer")
 
 

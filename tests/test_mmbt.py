@@ -204,6 +204,54 @@ def test_num_hidden_layers_checked(tiny_bert_dir, count):
         build(tiny_bert_dir, num_hidden_layers=count)
 
 
+def test_mean_pooling(tiny_bert_dir, tmp_path):
+    """pooling: mean classifies the mean of the final states over the attended tokens (image and text), and
+    the model has no pooler, which would get no gradient."""
+    model = build(tiny_bert_dir, num_image_tokens=2, pooling="mean")
+    assert model.bert.pooler is None and not any(".pooler." in f".{key}" for key in model.state_dict())
+    published = build(tiny_bert_dir).bert.state_dict()
+    for key, value in model.bert.state_dict().items():  # every other weight loaded from the checkpoint
+        assert torch.equal(value, published[key]), key
+    batch = model.collate(make_items(3))
+    sequence = model.sequence(batch)
+    hidden = model.bert(**sequence).last_hidden_state  # (B, S, H)
+    rows = [hidden[row, sequence["attention_mask"][row].bool()].mean(0) for row in range(3)]
+    torch.testing.assert_close(model(batch), model.classifier(torch.stack(rows)).squeeze(-1))
+    model.save_pretrained(tmp_path / "mmbt")
+    reloaded = MMBT.from_pretrained(tmp_path / "mmbt").eval()
+    assert torch.equal(reloaded(reloaded.collate(make_items(3))), model(batch))
+
+
+def test_first_regions(tiny_bert_dir):
+    model = build(tiny_bert_dir, image_features="regions", num_regions=2)
+    items = make_items()
+    batch = model.collate(items)
+    torch.testing.assert_close(batch["image_features"], torch.stack([item["regions"][:2] for item in items]))
+    assert model.sequence(batch)["token_type_ids"][0].tolist()[:5] == [1] * 4 + [0]
+    for count in (0, 6):
+        with pytest.raises(ValueError, match=rf"train\.mmbt\.model\.num_regions = {count}, but .* 5 boxes"):
+            build(tiny_bert_dir, image_features="regions", num_regions=count)
+    with pytest.raises(ValueError, match="num_regions = 2 is for image_features: regions"):
+        build(tiny_bert_dir, image_features="grid", num_regions=2)
+
+
+def test_frozen_word_embeddings(tiny_bert_dir):
+    """freeze_word_embeddings: a training step leaves the word table as loaded and trains the rest."""
+    model = build(tiny_bert_dir, num_image_tokens=2, freeze_word_embeddings=True).train()
+    words = model.bert.get_input_embeddings().weight
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert not words.requires_grad and len(trainable) == len(list(model.parameters())) - 1
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    optimizer = torch.optim.AdamW(trainable, lr=1.0e-2)
+    batch = model.collate(make_items(4))
+    torch.nn.functional.binary_cross_entropy_with_logits(model(batch), batch["labels"]).backward()
+    optimizer.step()
+    after = model.state_dict()
+    words, layer = "bert.embeddings.word_embeddings.weight", "bert.encoder.layer.0.output.dense.weight"
+    assert torch.equal(after[words], before[words]) and not torch.equal(after[layer], before[layer])
+    assert build(tiny_bert_dir).bert.get_input_embeddings().weight.requires_grad  # the default trains it
+
+
 def test_training_reduces_loss(tiny_bert_dir, learned):
     """The label is the sign of the grid: only the image tokens can tell (the texts alternate with it too
     slowly to help: both captions occur with both labels). The 30k-word table is frozen to keep it fast."""

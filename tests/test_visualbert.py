@@ -177,6 +177,55 @@ def test_save_reload_same_probs(tiny_bert_dir, tmp_path, image_layer_norm):
     assert torch.equal(torch.sigmoid(reloaded(reloaded.collate(make_items(3)))), probs)
 
 
+def test_mean_pooling(tiny_bert_dir, tmp_path):
+    """pooling: mean classifies the mean of the final states over the caption's tokens and the regions, and
+    the encoder has no pooler, which would get no gradient."""
+    model = build(tiny_bert_dir, tiny_bert_dir, pooling="mean")
+    assert model.encoder.pooler is None and "encoder.pooler.dense.weight" not in model.loaded_keys + model.new_keys
+    batch = model.collate(make_items(3))
+    visual_embeds = model.region_norm(model.region_projection(torch.cat([batch["regions"], batch["boxes"]], -1)))
+    hidden = model.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           token_type_ids=batch["token_type_ids"], visual_embeds=visual_embeds,
+                           visual_attention_mask=batch["visual_attention_mask"],
+                           visual_token_type_ids=batch["visual_token_type_ids"]).last_hidden_state  # (B, T+K, H)
+    mask = torch.cat([batch["attention_mask"], batch["visual_attention_mask"]], dim=1).bool()
+    rows = [hidden[row, mask[row]].mean(0) for row in range(3)]
+    torch.testing.assert_close(model(batch), model.classifier(torch.stack(rows)).squeeze(-1))
+    model.save_pretrained(tmp_path / "visualbert")
+    reloaded = VisualBert.from_pretrained(tmp_path / "visualbert").eval()
+    assert torch.equal(reloaded(reloaded.collate(make_items(3))), model(batch))
+
+
+def test_first_regions(tiny_bert_dir):
+    model = build(tiny_bert_dir, tiny_bert_dir, num_regions=2)
+    items = make_items()
+    batch = model.collate(items)
+    torch.testing.assert_close(batch["regions"], torch.stack([item["regions"][:2] for item in items]))
+    torch.testing.assert_close(batch["boxes"], torch.stack([item["boxes"][:2] for item in items]))
+    assert batch["visual_attention_mask"].shape == batch["visual_token_type_ids"].shape == (2, 2)
+    assert model(batch).shape == (2,)
+    for count in (0, NUM_BOXES + 1):
+        with pytest.raises(ValueError, match=rf"train\.visualbert\.model\.num_regions = {count}, but .* 5 boxes"):
+            build(tiny_bert_dir, tiny_bert_dir, num_regions=count)
+
+
+def test_frozen_word_embeddings(tiny_bert_dir):
+    """freeze_word_embeddings: a training step leaves the word table as loaded and trains the rest."""
+    model = build(tiny_bert_dir, tiny_bert_dir, freeze_word_embeddings=True).train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert not model.encoder.get_input_embeddings().weight.requires_grad
+    assert len(trainable) == len(list(model.parameters())) - 1
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    optimizer = torch.optim.AdamW(trainable, lr=1.0e-2)
+    batch = model.collate(make_items(4))
+    torch.nn.functional.binary_cross_entropy_with_logits(model(batch), batch["labels"]).backward()
+    optimizer.step()
+    after = model.state_dict()
+    words, layer = "encoder.embeddings.word_embeddings.weight", "encoder.encoder.layer.0.output.dense.weight"
+    assert torch.equal(after[words], before[words]) and not torch.equal(after[layer], before[layer])
+    assert build(tiny_bert_dir, tiny_bert_dir).encoder.get_input_embeddings().weight.requires_grad  # the default
+
+
 def test_training_reduces_loss(tiny_bert_dir, learned):
     """The label is the sign of the regions: only the visual tokens can tell. The word table is frozen for speed."""
     model = build(tiny_bert_dir, tiny_bert_dir, dropout=0.0)
