@@ -504,3 +504,24 @@ def test_pretrain_llava_stage_skips_or_names_the_missing_corpus(tmp_path, capsys
     build = stage_params(tmp_path / "build.yaml", enabled=True)
     assert stage.main(["--corpus", str(tmp_path / "none"), "--out", str(out), "--params", str(build)]) == 1
     assert f"{tmp_path / 'none' / 'pairs.jsonl'}: not found" in capsys.readouterr().err
+
+
+def test_probe_accuracy_is_scikit_learns_logistic_regression():
+    """The answer probe's logistic regression, written in torch, against scikit-learn's default one."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from hatememes.models.llava_tiny import probe_accuracy
+
+    generator = torch.Generator().manual_seed(0)
+    names = ["circle", "square", "star", "moon"]
+    centres = torch.randn(4, 16, generator=generator) * 0.6
+    labels = torch.randint(4, (500,), generator=generator)
+    x = (centres[labels] + torch.randn(500, 16, generator=generator)) * torch.linspace(0.1, 5, 16) + 3  # (N, 16)
+    words = [names[k] for k in labels.tolist()]
+    scale = StandardScaler().fit(x[:400].numpy())
+    reference = LogisticRegression(max_iter=5000, tol=1e-10).fit(scale.transform(x[:400].numpy()), words[:400])
+    expected = reference.score(scale.transform(x[400:].numpy()), words[400:])
+    assert 0.5 < expected < 1.0  # neither trivial nor hopeless
+    assert probe_accuracy(x[:400], words[:400], x[400:], words[400:]) == pytest.approx(expected, abs=0.011)
+    assert probe_accuracy(x[:400], ["star"] * 400, x[400:], words[400:]) is None  # one class: nothing to probe

@@ -46,8 +46,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from torch import nn
 from transformers import (
@@ -391,20 +389,42 @@ def answer_probe(model: LlavaForConditionalGeneration, tokenizer, train: tuple[t
             hidden = model(**batch, pixel_values=pixel_values[start : start + 256], output_hidden_states=True,
                            use_cache=False, logits_to_keep=1)
             rows.append(hidden.hidden_states[-1][:, -1])  # (B, hidden)
-        return (torch.cat(rows).float().numpy(), [pair["object"] for pair in pairs],
-                [other["object"] for other in others])
+        return torch.cat(rows), [pair["object"] for pair in pairs], [other["object"] for other in others]
 
     x_train, image_train, text_train = states(*train)
     x_heldout, image_heldout, text_heldout = states(*heldout)
-    scale = StandardScaler().fit(x_train)
-    x_train, x_heldout = scale.transform(x_train), scale.transform(x_heldout)
+    return {"image_object": probe_accuracy(x_train, image_train, x_heldout, image_heldout),
+            "text_object": probe_accuracy(x_train, text_train, x_heldout, text_heldout)}
 
-    def accuracy(train_labels: list[str], heldout_labels: list[str]) -> float | None:
-        if len(set(train_labels)) < 2:  # a one-object corpus: nothing to tell apart
-            return None
-        return LogisticRegression(max_iter=2000).fit(x_train, train_labels).score(x_heldout, heldout_labels)
 
-    return {"image_object": accuracy(image_train, image_heldout), "text_object": accuracy(text_train, text_heldout)}
+def probe_accuracy(x_train: torch.Tensor, train_labels: list[str], x_heldout: torch.Tensor,
+                   heldout_labels: list[str]) -> float | None:
+    """Held-out accuracy of a linear probe: scikit-learn's default LogisticRegression (multinomial, the
+    cross-entropy summed over rows plus |W|^2 / 2, on standardised features) fitted by L-BFGS in float64
+    here, as importing scikit-learn would cost this stage a second."""
+    classes = sorted(set(train_labels))
+    if len(classes) < 2:  # a one-object corpus: nothing to tell apart
+        return None
+    x_train, x_heldout = x_train.double(), x_heldout.double()
+    mean, std = x_train.mean(0), x_train.std(0, correction=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    x_train, x_heldout = (x_train - mean) / std, (x_heldout - mean) / std  # (N, hidden) each
+    targets = torch.tensor([classes.index(label) for label in train_labels])  # (N,)
+    weight = torch.zeros(x_train.shape[1], len(classes), dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=1000, tolerance_grad=1e-9, tolerance_change=1e-12,
+                                  history_size=20, line_search_fn="strong_wolfe")
+
+    def objective() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(x_train @ weight + bias, targets, reduction="sum") + weight.square().sum() / 2
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(objective)
+    predicted = (x_heldout @ weight + bias).argmax(1).tolist()  # (N_heldout,)
+    return sum(classes[k] == label for k, label in zip(predicted, heldout_labels, strict=True)) / len(heldout_labels)
 
 
 def build_tiny_base(corpus_dir: str | Path, out_dir: str | Path, config: TinyLlavaConfig) -> Path:
