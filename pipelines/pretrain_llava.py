@@ -43,11 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         build_tiny_base(args.corpus, args.out, config.tiny)
     seconds = time.perf_counter() - started
     log = json.loads((args.out / "pretrain_log.json").read_text(encoding="utf-8"))
-    probe = {key: "n/a" if value is None else f"{value:.3f}" for key, value in (log["answer_probe"] or {}).items()}
-    print(f"tiny LLaVA base in {seconds:.1f} s: held-out shape accuracy {log['heldout_shape_accuracy']:.3f}; "
+    probe = {key: figure(value) for key, value in (log["answer_probe"] or {}).items()}
+    print(f"tiny LLaVA base in {seconds:.1f} s: held-out match question AUROC {figure(log['heldout_match_auroc'])}; "
           f"linear probes of the meme prompt's answer position: image object {probe.get('image_object', 'n/a')}, "
           f"quoted text's object {probe.get('text_object', 'n/a')} -> {args.out}")
     return 0
+
+
+def figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":

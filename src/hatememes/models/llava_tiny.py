@@ -8,33 +8,31 @@ descriptions and the prompts, and pretrains in two stages on the corpus's traini
 
   0. the vision tower alone, classifying each image's object and colour from its mean patch feature
      (standing in for CLIP's own pretraining, which the demo cannot afford at this size);
-  1. the projector and the language model, the tower frozen as in LLaVA, on two samples per pair with the
-     loss on the answer only:
+  1. the projector and the language model, the tower frozen as in LLaVA (its features computed once), on
+     one question per pair in the meme prompt's frame, with the loss on the answer:
 
-    USER: <image>\nThis is an image with: "<another pair's text>" written on it. What shape is in the image?
-          ASSISTANT: star</s>
-    USER: <image>\nDescribe the image. ASSISTANT: a small red star at the top left on grey</s>
-    ... Which shape does the text name? ASSISTANT: circle</s>       (in turn with the description and
-    ... Does the text name the shape in the image? Answer yes or no. ASSISTANT: No</s>   this one)
+    USER: <image>\nThis is an image with: "<a corpus text>" written on it. Does the text name the shape in
+          the image? Answer yes or no. ASSISTANT: No</s>
 
-The questions share the meme prompt's frame, so the answer position learns to read both the image and the
-quoted text; whether a meme is hateful is never taught here. `answer_probe` measures that it does: linear
-probes of the last hidden state at the meme prompt's answer position, for the image's object and the quoted
-text's. The demo's rule is a table over the two with no signal in either alone, so LoRA can only learn it
-if both are already there. Measured on the demo corpus (held-out pairs) and the memes' dev_seen split (the
-test splits are not read to choose settings), with a 6-epoch LoRA schedule:
+     the quoted text naming the image's object (Yes) or another one (No), half each; and a linear head on the
+     last hidden state at the answer position names the image's object and the quoted text's (the naming
+     loss, weighted by `naming_loss`; the head is discarded).
 
-    stage 0 / 1 epochs   probe image / text   llava_lora dev_seen by epoch
-    48 / 16              0.957 / 0.788        0.68, 0.83, 0.86, 0.89, 0.91, 0.92
-    48 / 10              0.925 / 0.997        0.85, 0.89, 0.91, 0.94, 0.95, 0.95
-
-(the defaults are 48 / 10). In an earlier world (112-px memes, another rule) a base with 4 stage-1 epochs
-never read the quoted text (probe 0.21) and LoRA stayed at chance; the vision tower learns the shapes late
-(held-out object 0.80 after 24 stage-0 epochs, 0.98 after 48). The model and processor are saved with
-`save_pretrained`, so the demo points `base:` at that folder exactly as the full profile points at
-`llava-hf/llava-1.5-7b-hf`. Corpus layout (hatememes.data.synthetic): `pairs.jsonl` lines
+Whether a meme is hateful is never taught here. The demo's rule is a table over (caption's object, image's
+object) with no signal in either alone, so LoRA can only learn it if the meme prompt's answer position
+already holds both: `answer_probe` measures that (linear probes of its last hidden state, fitted on
+training pairs, scored on held-out ones), and `match_auroc` the held-out match question, which zero-shot
+LLaVA's positive control asks of the memes. Without the naming loss the match answer stayed at chance
+(held-out AUROC 0.50-0.52 after 4 epochs on one question per pair, 0.52 on the older 10-epoch base of four
+question kinds, which read each object alone): at its answer position the quoted text's object was not
+linearly readable (probe 0.51); with it, 2 epochs reach 0.96-0.97 (docs/llava.md). The vision tower learns
+shapes late (held-out object 0.81 after 24 stage-0 epochs, 0.93 after 32, 0.96-0.98 after 48), and the
+tower's accuracy bounds the rest: from a 24-epoch tower LoRA reached dev_seen 0.91. The model and processor
+are saved with `save_pretrained`, so the demo points `base:` at that folder exactly as the full profile
+points at `llava-hf/llava-1.5-7b-hf`. Corpus layout (hatememes.data.synthetic): `pairs.jsonl` lines
 {"image": "images/000001.png", "text": ..., "object": ..., "color": ..., "split": "train" | "heldout"}.
 """
+
 
 from __future__ import annotations
 
@@ -43,12 +41,11 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from torch import nn
 from transformers import (
@@ -62,13 +59,10 @@ from transformers import (
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from hatememes.data.memes import load_rgb
+from hatememes.metrics import auroc
 from hatememes.models.llava import DEFAULT_PROMPT, answer_token_ids
-from hatememes.pretrain import random_shift
 
-DESCRIBE_PROMPT = "USER: <image>\nDescribe the image. ASSISTANT:"
 FRAME = 'USER: <image>\nThis is an image with: "{text}" written on it. {question} ASSISTANT:'  # DEFAULT_PROMPT's
-IMAGE_SHAPE = "What shape is in the image?"
-TEXT_SHAPE = "Which shape does the text name?"
 MATCH = "Does the text name the shape in the image? Answer yes or no."
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<image>")
 PROBE_PAIRS = 2000  # training pairs the answer-position probes are fitted on
@@ -82,10 +76,11 @@ class TinyLlavaConfig:
     num_layers: int = 2  # vision and text
     num_heads: int = 4
     vocab_size: int = 1024  # upper bound for the BPE tokenizer
-    vision_epochs: int = 48  # stage 0: the vision tower (shapes are learnt late: held-out object 0.80 after 24)
-    vision_lr: float = 5.0e-3
-    shift: int = 0  # stage 0 augmentation: random translation by up to this many pixels (0: none)
-    epochs: int = 10  # stage 1: projector + language model (after 4 the answer does not read the quoted text)
+    vision_epochs: int = 32  # stage 0: the vision tower (shapes are learnt late: held-out object 0.81 after 24)
+    vision_lr: float = 1.0e-2
+    shift: int = 1  # stage 0 augmentation: random translation by up to this many pixels (0: none)
+    epochs: int = 2  # stage 1: projector + language model on the match question
+    naming_loss: float = 1.0  # stage 1: weight of the loss that the answer position names both objects (0: off)
     batch_size: int = 64
     lr: float = 3.0e-3
     seed: int = 0
@@ -108,8 +103,7 @@ def read_pairs(corpus_dir: Path, split: str = "train") -> list[dict]:
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Byte-level BPE on the corpus descriptions and prompts: any text encodes, corpus words are one token."""
-    questions = (IMAGE_SHAPE, TEXT_SHAPE, MATCH)
-    prompts = [DESCRIBE_PROMPT, DEFAULT_PROMPT.format(text="")] + [FRAME.format(text="", question=q) for q in questions]
+    prompts = [DEFAULT_PROMPT.format(text=""), FRAME.format(text="", question=MATCH)]
     answers = [f"{prompt} {answer}" for prompt in prompts for answer in ("Yes", "No")] * 10
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -177,38 +171,40 @@ def build_model(tokenizer: PreTrainedTokenizerFast, config: TinyLlavaConfig) -> 
     return LlavaForConditionalGeneration(llava)
 
 
-def instruction_samples(pairs: list[dict], seed: int) -> list[tuple[int, str, str]]:
-    """(pair index, prompt, answer), two per pair. First the shape in its image, asked beside another
-    pair's description; then in turn its description, the shape that other description names, or whether
-    a description (its own, or another object's: half each) names the shape in its image."""
+class Sample(NamedTuple):
+    pair: int  # the pair whose image the sample shows
+    quoted: int  # the pair whose text it quotes
+    prompt: str
+    answer: str
+
+
+def instruction_samples(pairs: list[dict], seed: int) -> list[Sample]:
+    """One per pair: whether a quoted text of the corpus names the shape in the pair's image, half Yes (a text
+    naming the image's object), half No (one naming another object), so that only the two objects tell the
+    answers apart (not a colour or a place that both mention)."""
     generator = torch.Generator().manual_seed(seed)
 
-    def draw(n: int) -> int:
-        return int(torch.randint(n, (1,), generator=generator))
+    def draw(candidates: list[int]) -> int:
+        return candidates[int(torch.randint(len(candidates), (1,), generator=generator))]
 
+    names = {pair["object"] for pair in pairs}
+    naming = {name: [k for k, pair in enumerate(pairs) if pair["object"] == name] for name in names}
+    naming_other = {name: [k for k, pair in enumerate(pairs) if pair["object"] != name] for name in names}
     samples = []
     for index, pair in enumerate(pairs):
-        other = pairs[draw(len(pairs))]
-        samples.append((index, FRAME.format(text=other["text"], question=IMAGE_SHAPE), pair["object"]))
-        if index % 3 == 0:
-            samples.append((index, DESCRIBE_PROMPT, pair["text"]))
-        elif index % 3 == 1:
-            samples.append((index, FRAME.format(text=other["text"], question=TEXT_SHAPE), other["object"]))
-        elif other["object"] != pair["object"] and draw(2):
-            samples.append((index, FRAME.format(text=other["text"], question=MATCH), "No"))
-        else:
-            samples.append((index, FRAME.format(text=pair["text"], question=MATCH), "Yes"))
+        match = not naming_other[pair["object"]] or bool(draw([0, 1]))  # a one-object corpus: always Yes
+        quoted = draw(naming[pair["object"]] if match else naming_other[pair["object"]])
+        prompt = FRAME.format(text=pairs[quoted]["text"], question=MATCH)
+        samples.append(Sample(index, quoted, prompt, "Yes" if match else "No"))
     return samples
 
 
-def encode_samples(tokenizer, samples: list[tuple[int, str, str]], image_tokens: int) -> list[tuple]:
-    """(pair index, input_ids, labels) with the image token expanded as the processor does; loss on the answer."""
-    encoded = []
-    for index, prompt, answer in samples:
-        prompt_ids = tokenizer(prompt.replace("<image>", "<image>" * image_tokens))["input_ids"]
-        answer_ids = tokenizer(f" {answer}</s>", add_special_tokens=False)["input_ids"]
-        encoded.append((index, prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids))
-    return encoded
+def encode_samples(tokenizer, samples: list[Sample], image_tokens: int) -> list[tuple]:
+    """(sample, input_ids, labels) with the image token expanded as the processor does; loss on the answer."""
+    prompts = tokenizer([sample.prompt.replace("<image>", "<image>" * image_tokens) for sample in samples])
+    answers = tokenizer([f" {sample.answer}</s>" for sample in samples], add_special_tokens=False)
+    return [(sample, prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids)
+            for sample, prompt_ids, answer_ids in zip(samples, prompts["input_ids"], answers["input_ids"], strict=True)]
 
 
 def concept_labels(pairs: list[dict]) -> torch.Tensor:
@@ -221,6 +217,18 @@ def concept_labels(pairs: list[dict]) -> torch.Tensor:
 def pad_left(rows: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(row) for row in rows)
     return torch.tensor([[value] * (width - len(row)) + row for row in rows])  # (B, T)
+
+
+def random_shift(pixel_values: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image translated by up to `shift` pixels, edges replicated: `hatememes.pretrain.random_shift`
+    without a Python loop (and without that module's open_clip import, half a second of start-up)."""
+    if shift == 0:
+        return pixel_values
+    size = pixel_values.shape[-1]
+    padded = F.pad(pixel_values, (shift,) * 4, mode="replicate")  # (B, 3, S + 2s, S + 2s)
+    dx, dy = torch.randint(0, 2 * shift + 1, (2, len(pixel_values)), generator=generator)  # (B,) each
+    windows = padded.unfold(2, size, 1).unfold(3, size, 1)  # (B, 3, 2s + 1, 2s + 1, S, S)
+    return windows[torch.arange(len(padded)), :, dy, dx]  # (B, 3, S, S)
 
 
 def pretrain_vision(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor, labels: torch.Tensor,
@@ -248,7 +256,7 @@ def fit(parameters: list[nn.Parameter], loss_fn, n: int, epochs: int, lr: float,
         config: TinyLlavaConfig) -> list[float]:
     """Minimise loss_fn(batch index) over n examples: AdamW, one-cycle schedule, clipping; loss per epoch."""
     generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01, fused=True)  # one kernel: 8% a step
     steps = epochs * math.ceil(n / config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
     epoch_losses = []
@@ -266,26 +274,58 @@ def fit(parameters: list[nn.Parameter], loss_fn, n: int, epochs: int, lr: float,
     return epoch_losses
 
 
+def tower_features(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor) -> torch.Tensor:
+    """(N, P, hidden): the vision tower's patch features at the layer LLaVA reads, CLS dropped, as
+    `get_image_features` selects them before the projector."""
+    layer = model.config.vision_feature_layer
+    with torch.no_grad():
+        rows = [model.model.vision_tower(chunk, output_hidden_states=True).hidden_states[layer][:, 1:]
+                for chunk in pixel_values.split(256)]  # (b, P, hidden) each
+    return torch.cat(rows) if rows else torch.empty(0)
+
+
+def forward_from_features(model: LlavaForConditionalGeneration, input_ids: torch.Tensor,
+                          attention_mask: torch.Tensor, image_features: torch.Tensor, logits_to_keep: int):
+    """LLaVA's forward from the tower's features (`tower_features`) on: the projector, its output in place of
+    the image tokens, the language model. The outputs of `model(input_ids, pixel_values)`, hidden states too."""
+    projected = model.model.multi_modal_projector(image_features)  # (B, P, hidden)
+    inputs_embeds = model.get_input_embeddings()(input_ids)  # (B, T, hidden)
+    image_mask = (input_ids == model.config.image_token_index).unsqueeze(-1).expand_as(inputs_embeds)
+    inputs_embeds = inputs_embeds.masked_scatter(image_mask, projected.to(inputs_embeds.dtype))
+    return model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False,
+                 logits_to_keep=logits_to_keep, output_hidden_states=True)
+
+
 def pretrain(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor, encoded: list[tuple],
-             config: TinyLlavaConfig, pad_id: int) -> list[float]:
+             objects: torch.Tensor, config: TinyLlavaConfig, pad_id: int) -> list[float]:
     """Stage 1 (alignment): next-token loss on the answers, training the projector and the language model
-    (the vision tower frozen, as in LLaVA); returns the loss per epoch."""
+    (the vision tower frozen, as in LLaVA, so its features are computed once). Plus, weighted by
+    `config.naming_loss`, a linear head on the last hidden state at the answer position names the image's
+    object and the quoted text's (`objects`: (N,) each pair's object): the position the meme prompt's answer
+    reads then holds both, which the match question and LoRA's rule need. Returns the loss per epoch."""
     model.model.vision_tower.requires_grad_(False)
-    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    head = nn.Linear(model.config.text_config.hidden_size, 2 * (int(objects.max()) + 1))
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad] + list(head.parameters())
+    image_features = tower_features(model, pixel_values)  # (N, P, hidden)
 
     def loss_fn(index: torch.Tensor) -> torch.Tensor:
         rows = [encoded[i] for i in index]
         input_ids = pad_left([row[1] for row in rows], pad_id)  # (B, T)
         labels = pad_left([row[2] for row in rows], -100)  # (B, T): left padding puts every answer at the end
         span = labels.shape[1] - int((labels != -100).any(0).nonzero()[0])  # the columns holding answer tokens
-        logits = model(
-            input_ids=input_ids,
-            attention_mask=(input_ids != pad_id).long(),
-            pixel_values=pixel_values[[row[0] for row in rows]],  # (B, 3, H, W)
-            use_cache=False,  # one forward per batch: a KV cache would only hold memory
+        shown = torch.tensor([row[0].pair for row in rows])  # (B,)
+        quoted = torch.tensor([row[0].quoted for row in rows])  # (B,)
+        outputs = forward_from_features(
+            model, input_ids, (input_ids != pad_id).long(), image_features[shown],
             logits_to_keep=span + 1,  # the vocabulary projection only where the loss reads it
-        ).logits  # (B, span + 1, V): position t predicts token t + 1
-        return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, -span:].flatten(), ignore_index=-100)
+        )
+        logits = outputs.logits[:, :-1]  # (B, span, V): position t predicts token t + 1
+        answer_loss = F.cross_entropy(logits.flatten(0, 1), labels[:, -span:].flatten(), ignore_index=-100)
+        answer_position = input_ids.shape[1] - 1 - (labels != -100).sum(1)  # (B,): the prompt's last token
+        names = head(outputs.hidden_states[-1][torch.arange(len(rows)), answer_position])  # (B, 2 * objects)
+        image_name, text_name = names.chunk(2, dim=-1)  # (B, objects) each
+        naming_loss = F.cross_entropy(image_name, objects[shown]) + F.cross_entropy(text_name, objects[quoted])
+        return answer_loss + config.naming_loss * naming_loss
 
     return fit(parameters, loss_fn, len(encoded), config.epochs, config.lr, config)
 
@@ -307,23 +347,23 @@ def prompt_batch(tokenizer, prompts: list[str], image_tokens: int) -> dict[str, 
 
 
 @torch.no_grad()
-def shape_accuracy(model: LlavaForConditionalGeneration, tokenizer, pixel_values: torch.Tensor,
-                   pairs: list[dict]) -> float | None:
-    """How often the most likely object word after the image-shape question is the pair's object."""
-    if not pairs:
+def match_auroc(model: LlavaForConditionalGeneration, tokenizer, pixel_values: torch.Tensor,
+                pairs: list[dict], seed: int = 0) -> float | None:
+    """AUROC of P(Yes) to the match question on `pairs` (held out), quoting texts drawn as in training."""
+    samples = instruction_samples(pairs, seed)
+    labels = np.array([sample.answer == "Yes" for sample in samples], dtype=int)
+    if labels.min() == labels.max():  # one answer only (a one-object corpus): nothing to rank
         return None
-    objects = sorted({pair["object"] for pair in pairs})
-    object_ids = [tokenizer(f" {name}", add_special_tokens=False)["input_ids"][0] for name in objects]
+    yes, no = answer_token_ids(tokenizer)
     model.eval()
-    hits = 0
-    prompt = FRAME.format(text="", question=IMAGE_SHAPE)
-    for start in range(0, len(pairs), 256):
-        chunk = pairs[start : start + 256]
-        batch = prompt_batch(tokenizer, [prompt] * len(chunk), model.config.image_seq_length)
-        logits = model(**batch, pixel_values=pixel_values[start : start + 256], use_cache=False,
-                       logits_to_keep=1).logits[:, -1, object_ids]  # (B, objects)
-        hits += sum(objects[k] == pair["object"] for k, pair in zip(logits.argmax(-1).tolist(), chunk, strict=True))
-    return hits / len(pairs)
+    scores = []
+    for start in range(0, len(samples), 256):
+        chunk = samples[start : start + 256]
+        batch = prompt_batch(tokenizer, [sample.prompt for sample in chunk], model.config.image_seq_length)
+        logits = model(**batch, pixel_values=pixel_values[[sample.pair for sample in chunk]], use_cache=False,
+                       logits_to_keep=1).logits[:, -1]  # (B, V)
+        scores.append((logits[:, yes] - logits[:, no]).numpy())
+    return auroc(labels, np.concatenate(scores))
 
 
 @torch.no_grad()
@@ -349,20 +389,42 @@ def answer_probe(model: LlavaForConditionalGeneration, tokenizer, train: tuple[t
             hidden = model(**batch, pixel_values=pixel_values[start : start + 256], output_hidden_states=True,
                            use_cache=False, logits_to_keep=1)
             rows.append(hidden.hidden_states[-1][:, -1])  # (B, hidden)
-        return (torch.cat(rows).float().numpy(), [pair["object"] for pair in pairs],
-                [other["object"] for other in others])
+        return torch.cat(rows), [pair["object"] for pair in pairs], [other["object"] for other in others]
 
     x_train, image_train, text_train = states(*train)
     x_heldout, image_heldout, text_heldout = states(*heldout)
-    scale = StandardScaler().fit(x_train)
-    x_train, x_heldout = scale.transform(x_train), scale.transform(x_heldout)
+    return {"image_object": probe_accuracy(x_train, image_train, x_heldout, image_heldout),
+            "text_object": probe_accuracy(x_train, text_train, x_heldout, text_heldout)}
 
-    def accuracy(train_labels: list[str], heldout_labels: list[str]) -> float | None:
-        if len(set(train_labels)) < 2:  # a one-object corpus: nothing to tell apart
-            return None
-        return LogisticRegression(max_iter=2000).fit(x_train, train_labels).score(x_heldout, heldout_labels)
 
-    return {"image_object": accuracy(image_train, image_heldout), "text_object": accuracy(text_train, text_heldout)}
+def probe_accuracy(x_train: torch.Tensor, train_labels: list[str], x_heldout: torch.Tensor,
+                   heldout_labels: list[str]) -> float | None:
+    """Held-out accuracy of a linear probe: scikit-learn's default LogisticRegression (multinomial, the
+    cross-entropy summed over rows plus |W|^2 / 2, on standardised features) fitted by L-BFGS in float64
+    here, as importing scikit-learn would cost this stage a second."""
+    classes = sorted(set(train_labels))
+    if len(classes) < 2:  # a one-object corpus: nothing to tell apart
+        return None
+    x_train, x_heldout = x_train.double(), x_heldout.double()
+    mean, std = x_train.mean(0), x_train.std(0, correction=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    x_train, x_heldout = (x_train - mean) / std, (x_heldout - mean) / std  # (N, hidden) each
+    targets = torch.tensor([classes.index(label) for label in train_labels])  # (N,)
+    weight = torch.zeros(x_train.shape[1], len(classes), dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=1000, tolerance_grad=1e-9, tolerance_change=1e-12,
+                                  history_size=20, line_search_fn="strong_wolfe")
+
+    def objective() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(x_train @ weight + bias, targets, reduction="sum") + weight.square().sum() / 2
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(objective)
+    predicted = (x_heldout @ weight + bias).argmax(1).tolist()  # (N_heldout,)
+    return sum(classes[k] == label for k, label in zip(predicted, heldout_labels, strict=True)) / len(heldout_labels)
 
 
 def build_tiny_base(corpus_dir: str | Path, out_dir: str | Path, config: TinyLlavaConfig) -> Path:
@@ -381,10 +443,11 @@ def build_tiny_base(corpus_dir: str | Path, out_dir: str | Path, config: TinyLla
     encoded = encode_samples(tokenizer, samples, model.config.image_seq_length)
     model.train()
     started = time.perf_counter()
-    vision_losses = pretrain_vision(model, pixel_values, concept_labels(pairs), config)
+    labels = concept_labels(pairs)  # (N, 2): object, colour
+    vision_losses = pretrain_vision(model, pixel_values, labels, config)
     print(f"stage 0 (vision tower): {config.vision_epochs} epochs in {time.perf_counter() - started:.1f}s", flush=True)
     started = time.perf_counter()
-    losses = pretrain(model, pixel_values, encoded, config, tokenizer.pad_token_id)
+    losses = pretrain(model, pixel_values, encoded, labels[:, 0], config, tokenizer.pad_token_id)
     print(f"stage 1 (projector + language model): {config.epochs} epochs in {time.perf_counter() - started:.1f}s",
           flush=True)  # printed, not logged: the folder holds no wall-clock time
     model.requires_grad_(True)
@@ -394,7 +457,7 @@ def build_tiny_base(corpus_dir: str | Path, out_dir: str | Path, config: TinyLla
     heldout = read_pairs(corpus_dir, "heldout")
     heldout_pixels = pixel_values_of(processor, corpus_dir, heldout)
     log = {"config": asdict(config), "pairs": len(pairs),
-           "heldout_shape_accuracy": shape_accuracy(model, tokenizer, heldout_pixels, heldout),
+           "heldout_match_auroc": match_auroc(model, tokenizer, heldout_pixels, heldout, config.seed),
            "answer_probe": answer_probe(model, tokenizer, (pixel_values[:PROBE_PAIRS], pairs[:PROBE_PAIRS]),
                                         (heldout_pixels, heldout), config.seed),
            "vision_epoch_loss": vision_losses, "epoch_loss": losses}
