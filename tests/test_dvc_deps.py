@@ -34,17 +34,29 @@ def stage_outputs(repository: Path) -> dict[str, list[str]]:
         return {stage.addressing: [str(Path(out.def_path)) for out in stage.outs] for stage in repo.index.stages}
 
 
+def stage_dependencies(repository: Path) -> set[str]:
+    from dvc.repo import Repo
+
+    with Repo(str(repository)) as repo:
+        return {str(Path(dep.def_path)) for stage in repo.index.stages for dep in stage.deps}
+
+
 def fake_outputs(repository: Path) -> None:
-    """A stand-in file in every output (a folder when the path has no suffix), then `dvc commit` them all."""
-    for outputs in stage_outputs(repository).values():
-        for output in outputs:
-            path = repository / output
-            if path.suffix:  # metrics.json, report.html
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text("{}")
-            else:
-                path.mkdir(parents=True, exist_ok=True)
-                (path / "stand-in.txt").write_text(output)
+    """A stand-in file in every output (a folder when the path has no suffix), and in each file that a stage
+    reads inside another's output folder (data/memes/manifest.json); then `dvc commit` them all."""
+    outputs = [output for outputs in stage_outputs(repository).values() for output in outputs]
+    for output in outputs:
+        path = repository / output
+        if path.suffix:  # metrics.json, report.html
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("{}")
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "stand-in.txt").write_text(output)
+    for dependency in stage_dependencies(repository):
+        inside = any(Path(dependency).is_relative_to(output) and dependency != output for output in outputs)
+        if inside and not (repository / dependency).exists():
+            (repository / dependency).write_text("{}")
     run(["dvc", "commit", "--force", "--quiet"], repository)
 
 
@@ -89,6 +101,20 @@ def test_region_features_do_not_rerun_clip_fusion_or_llava(repository):
 def test_a_new_llava_base_reruns_only_the_llava_models(repository):
     assert touched(repository, "data/llava-tiny") == {
         "pretrain_llava", "train@llava_zeroshot", "train@llava_lora"}
+
+
+def test_the_memes_rerun_every_stage_that_reads_them(repository):
+    """Stages read data/memes through its manifest, which pins every split's annotations and images: a
+    changed manifest reruns each reader (and fetch, whose output changed); nothing else."""
+    manifest = repository / "data/memes/manifest.json"
+    original = manifest.read_text()
+    manifest.write_text('{"changed": true}')
+    try:
+        readers = {f"features@{kind}" for kind in ("clip", "grid", "regions")} | {"explain", "report"}
+        readers |= {f"{stage}@{m}" for stage in ("train", "evaluate") for m in MODELS}
+        assert stale(repository) == {"fetch"} | readers
+    finally:
+        manifest.write_text(original)
 
 
 def test_new_predictions_rerun_only_their_readers(repository):
