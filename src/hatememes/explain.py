@@ -27,8 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from sklearn.metrics import roc_auc_score
 from torch import nn
+
+from hatememes.metrics import auroc, undefined_reason
 
 ImageModel = Callable[[torch.Tensor], torch.Tensor]
 
@@ -86,7 +87,10 @@ def fgsm_auroc(
             adversarial = fgsm(model, batch, batch_labels, eps, pixel_range) if eps > 0 else batch
             with torch.no_grad():
                 logits.append(model(adversarial).float().cpu())
-        results[float(eps)] = float(roc_auc_score(labels.cpu().numpy(), torch.cat(logits).numpy()))
+        value = auroc(labels.cpu().numpy(), torch.cat(logits).numpy())
+        if value is None:
+            raise ValueError(f"FGSM AUROC: {undefined_reason(labels.cpu().numpy())}")
+        results[float(eps)] = value
     return results
 
 
