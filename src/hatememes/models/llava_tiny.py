@@ -58,6 +58,7 @@ from transformers import (
 )
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+from hatememes.augment import random_shift
 from hatememes.data.memes import load_rgb
 from hatememes.metrics import auroc
 from hatememes.models.llava import DEFAULT_PROMPT, answer_token_ids
@@ -217,18 +218,6 @@ def concept_labels(pairs: list[dict]) -> torch.Tensor:
 def pad_left(rows: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(row) for row in rows)
     return torch.tensor([[value] * (width - len(row)) + row for row in rows])  # (B, T)
-
-
-def random_shift(pixel_values: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Each image translated by up to `shift` pixels, edges replicated: `hatememes.pretrain.random_shift`
-    without a Python loop (and without that module's open_clip import, half a second of start-up)."""
-    if shift == 0:
-        return pixel_values
-    size = pixel_values.shape[-1]
-    padded = F.pad(pixel_values, (shift,) * 4, mode="replicate")  # (B, 3, S + 2s, S + 2s)
-    dx, dy = torch.randint(0, 2 * shift + 1, (2, len(pixel_values)), generator=generator)  # (B,) each
-    windows = padded.unfold(2, size, 1).unfold(3, size, 1)  # (B, 3, 2s + 1, 2s + 1, S, S)
-    return windows[torch.arange(len(padded)), :, dy, dx]  # (B, 3, S, S)
 
 
 def pretrain_vision(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor, labels: torch.Tensor,

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
-from sklearn.metrics import roc_auc_score
+
+from hatememes.metrics import auroc
 
 
 class Linear:
@@ -181,7 +182,7 @@ def dev_auroc(labels: np.ndarray, logits: np.ndarray) -> float:
     known = labels >= 0
     if len(np.unique(labels[known])) < 2:
         return float("nan")
-    return float(roc_auc_score(labels[known], logits[known]))
+    return auroc(labels[known], logits[known])
 
 
 def fit_network(net: Network, data: tuple[np.ndarray, ...], config) -> dict[str, list[float]]:
