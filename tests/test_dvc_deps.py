@@ -110,7 +110,7 @@ def test_the_memes_rerun_every_stage_that_reads_them(repository):
     original = manifest.read_text()
     manifest.write_text('{"changed": true}')
     try:
-        readers = {f"features@{kind}" for kind in ("clip", "grid", "regions")} | {"explain", "report"}
+        readers = {f"features@{kind}" for kind in feature_kinds(repository)} | {"explain", "report"}
         readers |= {f"{stage}@{m}" for stage in ("train", "evaluate") for m in MODELS}
         assert stale(repository) == {"fetch"} | readers
     finally:
@@ -120,6 +120,25 @@ def test_the_memes_rerun_every_stage_that_reads_them(repository):
 def test_new_predictions_rerun_only_their_readers(repository):
     """train@mmbt is listed because its output changed; what reads the predictions follows, nothing else."""
     assert touched(repository, "eval/mmbt/predictions") == {"train@mmbt", "evaluate@mmbt", "ensemble", "report"}
+
+
+def feature_kinds(repository: Path) -> list[str]:
+    from hatememes.params import load_params
+
+    return load_params(repository / "params.yaml")["features"]["kinds"]
+
+
+def test_each_profile_extracts_what_its_models_read(repository):
+    """features@ runs the profile's kinds: the demo skips grid (no demo model reads it), the full profile
+    extracts it for MMBT-Grid; whatever mmbt reads is extracted."""
+    from dvc.repo import Repo
+
+    with Repo(str(repository)) as repo:
+        stages = {stage.name for stage in repo.index.stages}
+    kinds = feature_kinds(repository)
+    assert {stage for stage in stages if stage.startswith("features@")} == {f"features@{kind}" for kind in kinds}
+    assert image_features(repository) in kinds
+    assert ("grid" in kinds) == (image_features(repository) == "grid")
 
 
 def image_features(repository: Path) -> str:

@@ -11,6 +11,7 @@ from hatememes.features.regions import RegionsExtractor, RegionsParams
 
 @dataclass(frozen=True)
 class FeaturesParams:
+    kinds: tuple[str, ...] = ("clip", "grid", "regions")  # the features@ stages dvc.yaml runs (`foreach`)
     batch_size: int = 64
     num_workers: int = 2
     clip: ClipParams = field(default_factory=ClipParams)
