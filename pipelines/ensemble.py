@@ -9,13 +9,13 @@ Members and method come from params.yaml `ensemble`. Stacking learns from the me
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from hatememes import params as P
 from hatememes.evaluation import EvaluateParams, write_evaluation, write_predictions_folder
 from hatememes.files import write_json
 from hatememes.models.ensemble import Ensemble, EnsembleConfig, load_member_predictions
+from hatememes.process import exit_after
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,4 +42,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_after(main())  # without the interpreter's teardown (hatememes.process)

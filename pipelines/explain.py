@@ -10,7 +10,6 @@ Writes `saliency_<id>.png` overlays, `fgsm.json` ({eps: AUROC}, eps on the 0-1 p
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from hatememes.explain import fgsm_auroc, numpy_cnn_model, saliency, save_overla
 from hatememes.files import write_json  # noqa: E402
 from hatememes.inference import load_model  # noqa: E402
 from hatememes.models.course.numpy_cnn import CourseCNN, pixel_values  # noqa: E402
+from hatememes.process import exit_after  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -84,4 +84,4 @@ def plot_fgsm(aurocs: dict[str, float], name: str, split: str, path: Path) -> No
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_after(main())  # without the interpreter's teardown (hatememes.process)

@@ -23,6 +23,7 @@ from hatememes.features.extract import extract_split
 from hatememes.features.store import save_split
 from hatememes.files import read_json, report_write_error, write_json
 from hatememes.pretrained import PretrainedLoadError
+from hatememes.process import exit_after
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,4 +67,4 @@ def extract(name: str, config: FeaturesParams, memes: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_after(main())  # without the interpreter's teardown (hatememes.process)

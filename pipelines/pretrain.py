@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 from hatememes import params as P
 from hatememes.data.synthetic import SyntheticConfig, generate_pretrain_corpus
 from hatememes.pretrain import PretrainParams, pretrain
+from hatememes.process import exit_after
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,4 +47,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_after(main())  # without the interpreter's teardown (hatememes.process)

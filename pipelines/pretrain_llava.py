@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hatememes import params as P
 from hatememes.models.llava_tiny import PretrainLlavaParams, build_tiny_base
+from hatememes.process import exit_after
 from hatememes.threads import cpu_threads
 
 
@@ -55,4 +56,4 @@ def figure(value: float | None) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_after(main())  # without the interpreter's teardown (hatememes.process)

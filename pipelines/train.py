@@ -32,6 +32,7 @@ from hatememes.files import read_json, report_write_error, write_json
 from hatememes.inference import score_splits
 from hatememes.launch import relaunch
 from hatememes.models import MODELS, BuildContext, get_model_class
+from hatememes.process import exit_after
 from hatememes.training import LoopParams, train, train_params
 
 
@@ -153,4 +154,4 @@ def discard_stale_checkpoints(checkpoints: Path, fingerprint: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_after(main())  # without the interpreter's teardown (hatememes.process)

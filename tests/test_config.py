@@ -51,7 +51,8 @@ def test_dvc_stages_match_params_and_code():
     stages = dvc["stages"]
     assert list(stages) == ["fetch", "pretrain", "pretrain_llava", "features", "train", "evaluate", "explain",
                             "ensemble", "report"]
-    assert stages["features"]["foreach"] == list(EXTRACTORS)
+    assert stages["features"]["foreach"] == "${features.kinds}"  # each profile's kinds, all of them extractors
+    assert set(params["features"]["kinds"]) <= set(EXTRACTORS)
     assert list(stages["train"]["foreach"]) == models, "dvc.yaml's train stages and params.yaml's models differ"
     assert stages["evaluate"]["foreach"] == stages["train"]["foreach"]
     # train@ scores what it trained; evaluate@ reads those scores and no model (no torch start-up)
