@@ -53,7 +53,7 @@ class LoopParams:
     batch_size: int = 64  # the global batch, split between the processes
     eval_batch_size: int = 64  # scoring: dev while training, every split after it (global too)
     lr: float = 1.0e-4
-    weight_decay: float = 1.0e-4
+    weight_decay: float = 1.0e-4  # AdamW's, on every weight but biases and norms (decay_parameter_names)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_steps: int = 0
     grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
@@ -125,8 +125,8 @@ def fit(model, train_items: MemeItems, dev_items: MemeItems, params: LoopParams,
     shuffle = torch.Generator()  # the loader draws only from this, so a resumed run sees the same batches
     train_loader = DataLoader(train_items, batch_size=params.batch_size, shuffle=True, generator=shuffle,
                               collate_fn=model.collate, num_workers=params.num_workers)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=params.lr,
-                                  weight_decay=params.weight_decay, fused=True)  # one kernel: 5x faster on CPU
+    optimizer = torch.optim.AdamW(parameter_groups(model, params.weight_decay), lr=params.lr,
+                                  fused=True)  # one kernel: 5x faster on CPU
     total_steps = params.epochs * math.ceil(len(train_loader) / params.grad_accum)
     from transformers import get_scheduler  # transformers' import (seconds) is paid by the runs that train
 
@@ -162,6 +162,32 @@ def fit(model, train_items: MemeItems, dev_items: MemeItems, params: LoopParams,
     load_best(accelerator, model, checkpoints)
     return TrainResult(state.best_auroc, state.best_epoch, state.epoch, state.history, params.batch_size,
                        params.grad_accum)
+
+
+# no weight decay (HF Trainer's `get_decay_parameter_names`, MMF's `no_decay` lists): biases and norm layers
+NO_DECAY_NAMES = tuple(re.compile(pattern) for pattern in
+                       (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"))
+NORM_LAYERS = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.RMSNorm, torch.nn.modules.batchnorm._NormBase)
+
+
+def decay_parameter_names(model: torch.nn.Module) -> set[str]:
+    """The parameters weight decay applies to: every one except biases and the weights of normalisation layers,
+    found by layer type (torch's LayerNorm, GroupNorm, RMSNorm, BatchNorm) and by name as HF's Trainer does
+    (`bias`, `layernorm`, `rmsnorm`, `norm`, `*_norm`: its RMSNorm classes are not torch's). For a
+    transformers model the same set as `Trainer.get_decay_parameter_names` (tests/test_training.py)."""
+    excluded = {f"{prefix}.{name}" if prefix else name for prefix, module in model.named_modules()
+                if isinstance(module, NORM_LAYERS) for name, _ in module.named_parameters(recurse=False)}
+    return {name for name, _ in model.named_parameters()
+            if name not in excluded and not any(pattern.search(name.lower()) for pattern in NO_DECAY_NAMES)}
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW's two groups over the trainable parameters: with `weight_decay`, and without (biases, norms)."""
+    decay = decay_parameter_names(model)
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for name, p in trainable if name in decay], "weight_decay": weight_decay},
+              {"params": [p for name, p in trainable if name not in decay], "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
 
 
 def run_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, params, state, checkpoints, live) -> None:
