@@ -1,5 +1,6 @@
-"""The report stage on a fake eval/ tree: 4 models, the 5 official splits (test_seen unlabelled, one model
-missing a split, one without metrics.json), meme images, extras; then the HTML rendered in headless Chromium."""
+"""The report stage on a fake eval/ tree: 6 models (one unimodal, one in no family), the 5 official splits
+(test_seen unlabelled, one model missing a split, one without metrics.json), meme images, extras; then the HTML
+rendered in headless Chromium."""
 
 import json
 import re
@@ -16,13 +17,16 @@ from sklearn.metrics import roc_auc_score
 
 from conftest import write_official
 from hatememes.metrics import Predictions, delong_test, write_metrics, write_predictions
-from hatememes.report import auroc_cell, results_markdown
+from hatememes.report import auroc_cell, holm_adjust, results_markdown
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
 import report as report_stage  # noqa: E402  pipelines/report.py
 
 SIZES = {"train": 40, "dev_seen": 40, "dev_unseen": 40, "test_seen": 40, "test_unseen": 60}
-SIGNAL = {"clip_fusion": 4.0, "mmbt": 1.5, "course_lstm": 0.3, "ensemble": 2.0}  # strength of P(hateful)
+SIGNAL = {"clip_fusion": 4.0, "mmbt": 1.5, "course_lstm": 0.3, "ensemble": 2.0,  # strength of P(hateful)
+          "clip_linear_text": 0.2, "my_probe": 1.0}  # my_probe: a model the families mapping does not name
+FAMILY = {"clip_fusion": "fusion", "mmbt": "multimodal transformer", "course_lstm": "course network",
+          "ensemble": "ensemble", "clip_linear_text": "unimodal", "my_probe": "other"}
 PARAMS = """\
 report:
   models: []
@@ -34,6 +38,14 @@ report:
   gallery_size: 3
   thumbnail_px: 64
   calibration_bins: 10
+  alpha: 0.05
+  families:
+    clip_fusion: fusion
+    mmbt: multimodal transformer
+    course_lstm: course network
+    ensemble: ensemble
+    clip_linear_text: unimodal
+    llava_lora: LMM
 """
 
 
@@ -80,7 +92,7 @@ def tree(tmp_path_factory):
 
 def test_summary_numbers_come_from_the_predictions(tree):
     root, summary, truth = tree
-    assert summary["models"] == ["clip_fusion", "course_lstm", "ensemble", "mmbt"]
+    assert summary["models"] == ["clip_fusion", "clip_linear_text", "course_lstm", "ensemble", "mmbt", "my_probe"]
     for split in ("dev_seen", "dev_unseen", "test_unseen", "train"):
         aurocs = {}
         for model, row in summary["splits"][split]["rows"].items():
@@ -110,8 +122,9 @@ def test_unlabelled_and_missing_splits(tree):
     assert test_seen["unlabelled"]["clip_fusion"]["n"] == SIZES["test_seen"]
     assert "mmbt" not in summary["splits"]["test_unseen"]["rows"]
     markdown = (root / "eval" / "report.md").read_text()
-    mmbt_row = next(line for line in markdown.splitlines() if line.startswith("| mmbt |"))
-    assert mmbt_row.count("no labels") == 1 and mmbt_row.rstrip(" |").endswith("—")
+    header = next(line for line in markdown.splitlines() if line.startswith("| model | family |")).split(" | ")
+    mmbt_row = next(line for line in markdown.splitlines() if line.startswith("| mmbt |")).split(" | ")
+    assert mmbt_row.count("no labels") == 1 and mmbt_row[header.index("test_unseen")] == "—"
 
 
 def test_markdown_and_plots(tree):
@@ -197,3 +210,71 @@ def test_chromium_renders_the_report(tree, tmp_path):
     assert "<title>hatememes: model comparison</title>" in dom.stdout and '<table id="overview">' in dom.stdout
     for log in (run.stderr, dom.stderr):  # blocked or missing resources are logged by the browser
         assert "Content Security Policy" not in log and "ERR_FILE_NOT_FOUND" not in log
+
+
+def holm_by_definition(p_values):
+    """Holm's adjusted p-values straight from the definition: the largest (m - j + 1) p_(j) over the ranks j up
+    to each p-value's own, capped at 1."""
+    m, ranked = len(p_values), sorted(p_values)
+    return [min(1.0, max((m - j) * ranked[j] for j in range(m) if ranked[j] <= p)) for p in p_values]
+
+
+def test_holm_adjustment_by_hand():
+    # sorted: 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
+    assert holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjust([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # 0.5 x 2 capped at 1, and 0.6 raised to it
+    assert holm_adjust([0.2]) == pytest.approx([0.2]) and holm_adjust([]) == []
+
+
+def test_summary_leads_with_the_best_model_and_its_holm_corrected_tests(tree):
+    root, summary, truth = tree
+    top = summary["headline"]
+    scored = {m: p["test_unseen"] for m, p in truth.items() if "test_unseen" in p}
+    aurocs = {m: roc_auc_score(p.labels, p.probs) for m, p in scored.items()}
+    best = max(aurocs, key=aurocs.get)
+    assert top["split"] == "test_unseen" and top["best"] == best == "clip_fusion"  # test_seen has no labels
+    others = [m for m in scored if m != best]
+    p_values = [delong_test(scored[best].labels, scored[m].probs, scored[best].probs).p_value for m in others]
+    expected = dict(zip(others, holm_by_definition(p_values), strict=True))
+    assert {c["model"]: c["p_holm"] for c in top["comparisons"]} == pytest.approx(expected)
+    assert {c["model"] for c in top["comparisons"] if c["significant"]} == {m for m in others if expected[m] <= 0.05}
+    assert top["unimodal"] == [{"model": "clip_linear_text", "auroc": pytest.approx(aurocs["clip_linear_text"]),
+                                "gap": pytest.approx(aurocs[best] - aurocs["clip_linear_text"])}]
+    markdown = (root / "eval" / "report.md").read_text()
+    opening = markdown[:markdown.index("## AUROC of every model on every split")]
+    assert f"On test_unseen, `{best}` has the highest AUROC" in opening and "Holm" in opening
+    assert "- unimodal models: `clip_linear_text`" in opening and "- not scored on test_unseen: `mmbt`" in opening
+    assert "plots/headline.png" in opening
+
+
+def test_dot_plot_shows_every_scored_model_once_by_family(tree):
+    root, summary, truth = tree
+    ranking = summary["headline"]["ranking"]
+    names = [r["model"] for r in ranking]
+    assert sorted(names) == sorted(m for m in truth if "test_unseen" in truth[m])  # each once; mmbt unscored
+    assert [r["auroc"] for r in ranking] == sorted((r["auroc"] for r in ranking), reverse=True)
+    assert {r["model"]: r["family"] for r in ranking} == {m: FAMILY[m] for m in names}  # my_probe: other
+    assert summary["families"]["my_probe"] == "other" and summary["report_params"]["families"]["llava_lora"] == "LMM"
+    with Image.open(root / "eval" / "plots" / "headline.png") as image:
+        assert image.size[0] >= 800 and np.asarray(image.convert("L")).std() > 5
+    assert summary["plots"][0] == "plots/headline.png"
+
+
+def test_tables_follow_the_headline_auroc_grouped_by_family(tree):
+    root, summary, _ = tree
+    auroc = {r["model"]: r["auroc"] for r in summary["headline"]["ranking"]}
+    family_best = {}
+    for model in sorted(auroc, key=auroc.get, reverse=True):
+        family_best.setdefault(FAMILY[model], -auroc[model])
+    expected = sorted(auroc, key=lambda m: (family_best[FAMILY[m]], -auroc[m])) + ["mmbt"]  # unscored last
+    markdown = (root / "eval" / "report.md").read_text().splitlines()
+    start = markdown.index("## AUROC of every model on every split")
+    header = markdown[start + 2]
+    assert header.startswith("| model | family | dev_seen |") and header.endswith("| train |")  # train last
+    rows = [line.split(" | ")[0].lstrip("| ") for line in markdown[start + 4:start + 4 + len(expected)]]
+    assert rows == expected
+    page = (root / "eval" / "report.html").read_text()
+    assert page.index('id="summary"') < page.index('id="overview"')
+    for split in summary["splits"]:  # the per-split detail folds away
+        folded = rf'<details><summary>{split}:[^<]*</summary>(?:(?!</details>).)*id="split-{split}"'
+        assert re.search(folded, page, re.DOTALL)

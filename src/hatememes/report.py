@@ -7,7 +7,12 @@ recomputed from the predictions where metrics.json is missing), `data/memes/` (m
 for the error gallery) and `models/<name>/params.json`, and writes into `out_dir`:
     report.md, report.html (self-contained: inline CSS, images as base64, nothing fetched), summary.json,
     summary.md (the AUROC table the README shows: `results_markdown`, `python -m hatememes.readme_results`),
-    plots/roc_<split>.png, plots/auroc.png, plots/calibration_<split>.png, plots/errors_<split>.png.
+    plots/headline.png, plots/roc_<split>.png, plots/auroc.png, plots/calibration_<split>.png,
+    plots/errors_<split>.png.
+The report leads with the answer: on the headline split (the first of HEADLINE_SPLITS with labels) the best
+model, the models it beats by DeLong test with Holm's correction, the unimodal models' gap to it, and a dot plot
+of every model's AUROC coloured by family (`ReportParams.families`). Tables follow, sorted by the headline
+AUROC and grouped by family.
 Published numbers sit in their own table: they are the papers' numbers on the real data, not this run's.
 Figures are drawn on matplotlib `Figure` objects with the Agg canvas (no pyplot, no global backend).
 """
@@ -22,7 +27,7 @@ import json
 import os
 import re
 import textwrap
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +47,24 @@ from hatememes.metrics import (
 
 TITLE = "hatememes: model comparison"
 MISSING = "—"
+HEADLINE_SPLITS = ("test_unseen", "test_seen", "dev_unseen", "dev_seen")  # the summary uses the first with labels
+OTHER = "other"  # the family of a model that `ReportParams.families` does not name
+UNIMODAL = "unimodal"  # the family whose gap to the best model the summary reports
+
+# model -> family. One family per model, so each model is drawn and tabulated once. A family is what a reader
+# compares within: `zero-shot` holds every model that never saw a training label (CLIP and LLaVA alike), so
+# `LMM` holds the fine-tuned LLaVA only; the course networks form their own family although three of them see
+# one modality, because they answer a different question (what hand-written networks reach) than the CLIP probes.
+FAMILIES = {
+    "clip_linear_image": UNIMODAL, "clip_linear_text": UNIMODAL,
+    "clip_zeroshot": "zero-shot", "llava_zeroshot": "zero-shot",
+    "clip_fusion": "fusion",
+    "mmbt": "multimodal transformer", "visualbert": "multimodal transformer",
+    "llava_lora": "LMM",
+    "course_mlp": "course network", "course_cnn": "course network", "course_lstm": "course network",
+    "course_transformer": "course network",
+    "ensemble": "ensemble",
+}
 
 
 @dataclass(frozen=True)
@@ -55,6 +78,8 @@ class ReportParams:
     gallery_size: int = 4  # most confident false positives, and as many false negatives
     thumbnail_px: int = 160
     calibration_bins: int = 10
+    alpha: float = 0.05  # significance level of the summary's Holm-corrected DeLong tests
+    families: dict[str, str] = field(default_factory=lambda: dict(FAMILIES))  # model -> family; others: "other"
 
 
 @dataclass(frozen=True)
@@ -131,8 +156,23 @@ def delong_against(best: Predictions, other: Predictions) -> dict | None:
     return {"p": result.p_value, "z": result.z, "difference": result.difference, "n": int(len(common))}
 
 
+def holm_adjust(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni step-down adjusted p-values (Holm 1979), in the order given.
+
+    The k-th smallest of m p-values (k = 1..m) is multiplied by m - k + 1, capped at 1, and raised to the
+    largest adjusted value before it, so the order of the p-values is kept. Rejecting where the adjusted p is
+    at most alpha bounds the chance of any false rejection among the m tests by alpha."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, (len(p) - np.arange(len(p))) * p[order])
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return adjusted.tolist()
+
+
 def compare_split(runs: list[ModelRun], split: str) -> dict:
-    """One split: each model's metrics, the best model by AUROC, each model's DeLong test against it."""
+    """One split: each model's metrics, the best model by AUROC, each model's DeLong test against it, with
+    p-values Holm-adjusted over the split's comparisons (`p_holm`)."""
     rows = {run.name: dict(run.metrics[split]) for run in runs if split in run.metrics}
     scored = [run.name for run in runs if split in run.predictions]
     defined = {name: row["auroc"] for name, row in rows.items() if row.get("auroc") is not None}
@@ -142,6 +182,9 @@ def compare_split(runs: list[ModelRun], split: str) -> dict:
         row["delong_vs_best"] = None
         if best is not None and name != best and row.get("auroc") is not None:
             row["delong_vs_best"] = delong_against(by_name[best].predictions[split], by_name[name].predictions[split])
+    tested = [name for name, row in rows.items() if row["delong_vs_best"] is not None]
+    for name, p_holm in zip(tested, holm_adjust([rows[name]["delong_vs_best"]["p"] for name in tested]), strict=True):
+        rows[name]["delong_vs_best"]["p_holm"] = p_holm
     unlabelled = {name: {"n": len(by_name[name].predictions[split].ids)} for name in scored if name not in rows}
     return {"best": best, "rows": rows, "unlabelled": unlabelled}
 
@@ -181,6 +224,36 @@ def new_figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
+
+
+def family_colours(families: dict[str, str]) -> dict[str, str]:
+    """One colour per family, in the order `families` first names them (then `other`), so that a family keeps
+    its colour from run to run whichever models were evaluated."""
+    names = list(dict.fromkeys([*families.values(), OTHER]))
+    return {name: f"C{k % 10}" for k, name in enumerate(names)}
+
+
+def plot_headline(headline: dict, colours: dict[str, str], path: Path) -> None:
+    """Every model's AUROC and 95% CI on the headline split as a dot and a bar, best at the top, one colour per
+    family, chance marked by a vertical line."""
+    ranking = headline["ranking"]
+    figure = new_figure(9, 1.6 + 0.42 * len(ranking))
+    axes = figure.add_subplot()
+    y = np.arange(len(ranking))[::-1]  # best at the top
+    for family in dict.fromkeys(r["family"] for r in ranking):
+        rows = [(k, r) for k, r in enumerate(ranking) if r["family"] == family]
+        x = np.array([r["auroc"] for _, r in rows])
+        ci = np.array([r["auroc_ci95"] or [r["auroc"]] * 2 for _, r in rows])  # (N, 2)
+        axes.errorbar(x, y[[k for k, _ in rows]], xerr=np.abs(ci.T - x), fmt="o", markersize=8, capsize=3,
+                      linewidth=2, color=colours[family], label=family)
+    axes.axvline(0.5, color="k", linestyle="--", linewidth=1, label="chance (0.5)")
+    low = min([0.45] + [r["auroc_ci95"][0] - 0.02 for r in ranking if r["auroc_ci95"]])
+    axes.set(yticks=y, xlim=(low, 1.01), ylim=(-0.7, len(ranking) - 0.3), xlabel="AUROC (95% bootstrap CI)",
+             title=f"AUROC on {headline['split']}, best first")
+    axes.set_yticklabels([r["model"] for r in ranking], fontsize=11)
+    axes.grid(axis="x", alpha=0.3)
+    axes.legend(loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=10, title="family")
+    figure.savefig(path)
 
 
 def plot_roc(runs: list[ModelRun], split: str, path: Path) -> None:
@@ -278,11 +351,68 @@ def plot_gallery(cases: list[dict], size: int, title: str, path: Path) -> None:
     figure.savefig(path)
 
 
+# ----- the headline: the answer the report leads with
+
+
+def headline_split(splits: dict) -> str | None:
+    """The split the summary leads with: the first of HEADLINE_SPLITS that has labels."""
+    return next((s for s in HEADLINE_SPLITS if splits.get(s, {}).get("best") is not None), None)
+
+
+def rank_models(info: dict, families: dict[str, str]) -> list[dict]:
+    """Every model with an AUROC on one split, best first, with its family and CI: the dot plot's rows."""
+    ranking = [{"model": name, "family": families[name], "auroc": row["auroc"], "auroc_ci95": row.get("auroc_ci95")}
+               for name, row in info["rows"].items() if row.get("auroc") is not None]
+    return sorted(ranking, key=lambda r: (-r["auroc"], r["model"]))
+
+
+def headline(splits: dict, families: dict[str, str], alpha: float) -> dict | None:
+    """The best model on the headline split, its Holm-corrected DeLong tests against every other model scored
+    there, and the unimodal models' AUROC gap to it; None when no evaluation split has labels.
+
+    `families` maps every reported model to its family."""
+    split = headline_split(splits)
+    if split is None:
+        return None
+    info = splits[split]
+    best = info["best"]
+    ranking = rank_models(info, families)
+    comparisons = []
+    for entry in (r for r in ranking if r["model"] != best):
+        delong = info["rows"][entry["model"]]["delong_vs_best"]
+        p_holm = delong["p_holm"] if delong else None
+        comparisons.append({"model": entry["model"], "auroc": entry["auroc"], "p_holm": p_holm,
+                            "significant": p_holm is not None and p_holm <= alpha})
+    top = info["rows"][best]
+    return {
+        "split": split, "best": best, "auroc": top["auroc"], "auroc_ci95": top.get("auroc_ci95"), "alpha": alpha,
+        "comparisons": comparisons, "ranking": ranking,
+        "unimodal": [{"model": r["model"], "auroc": r["auroc"], "gap": top["auroc"] - r["auroc"]}
+                     for r in ranking if r["family"] == UNIMODAL],
+        "unscored": sorted(name for name in families if name not in {r["model"] for r in ranking}),
+    }
+
+
+def table_order(summary: dict) -> list[str]:
+    """The models as the tables list them: grouped by family, families ordered by their best model's headline
+    AUROC, models within a family by theirs; models without a headline AUROC after those with one."""
+    auroc = {r["model"]: r["auroc"] for r in (summary["headline"] or {}).get("ranking", [])}
+
+    def rank(name: str) -> tuple:
+        return (name not in auroc, -auroc.get(name, 0.0), name)
+
+    family_rank = {}
+    for name in sorted(summary["models"], key=rank):
+        family_rank.setdefault(summary["families"][name], rank(name))
+    return sorted(summary["models"], key=lambda n: (family_rank[summary["families"][n]], rank(n)))
+
+
 # ----- the summary
 
 
 def summarise(runs: list[ModelRun], params: ReportParams, memes_dir: Path, record: dict) -> dict:
     splits = {split: compare_split(runs, split) for split in SPLITS if any(split in r.predictions for r in runs)}
+    families = {r.name: params.families.get(r.name, OTHER) for r in runs}
     galleries = {}
     for split in params.gallery_splits:
         best = splits.get(split, {}).get("best")
@@ -290,12 +420,33 @@ def summarise(runs: list[ModelRun], params: ReportParams, memes_dir: Path, recor
             run = next(r for r in runs if r.name == best)
             galleries[split] = {"model": best, "cases": error_cases(run, split, memes_dir, params.gallery_size)}
     return {
-        "title": TITLE, "models": [r.name for r in runs], "splits": splits,
+        "title": TITLE, "models": [r.name for r in runs], "families": families, "splits": splits,
+        "headline": headline(splits, families, params.alpha),
         "metrics_source": {r.name: r.metrics_source for r in runs},
         "published": [asdict(p) for p in PUBLISHED], "galleries": galleries,
         "extras": {r.name: [str(p) for p in r.extras] for r in runs if r.extras},
-        "provenance": record, "report_params": asdict(params),
+        "provenance": record, "report_params": report_params_record(params),
     }
+
+
+def report_params_record(params: ReportParams) -> dict:
+    """`params` as plain data for summary.json (the loader makes `families` a read-only mapping, which
+    `asdict` cannot copy)."""
+    return {**asdict(replace(params, families={})), "families": dict(params.families)}
+
+
+def write_headline_figure(summary: dict, params: ReportParams, plots: Path) -> tuple[str, Path] | None:
+    """The dot plot the report leads with, and its caption; None when no evaluation split has labels."""
+    if summary["headline"] is None:
+        return None
+    plots.mkdir(parents=True, exist_ok=True)
+    path = plots / "headline.png"
+    plot_headline(summary["headline"], family_colours(params.families), path)
+    split = summary["headline"]["split"]
+    caption = (f"AUROC with 95% bootstrap CI on {split}, best at the top, coloured by family. Look for where "
+               "each family sits against the dashed chance line, and which intervals overlap the best model's "
+               "(overlap alone is not a test: the DeLong tests above are).")
+    return caption, path
 
 
 def write_figures(runs: list[ModelRun], summary: dict, params: ReportParams, plots: Path) -> list[tuple[str, Path]]:
@@ -304,17 +455,21 @@ def write_figures(runs: list[ModelRun], summary: dict, params: ReportParams, plo
     figures = []
     if labelled:
         plot_auroc_bars(runs, labelled, plots / "auroc.png")
-        figures.append(("AUROC by split with 95% bootstrap CIs", plots / "auroc.png"))
+        figures.append(("AUROC by split with 95% bootstrap CIs: look for bars that stay at the dashed chance "
+                        "line on every split, and for drops from the seen to the unseen splits", plots / "auroc.png"))
     for split in labelled:
         plot_roc(runs, split, plots / f"roc_{split}.png")
-        figures.append((f"ROC curves, {split}", plots / f"roc_{split}.png"))
+        figures.append((f"ROC curves, {split}: the nearer a curve comes to the top left corner the better; "
+                        "a curve on the diagonal is at chance", plots / f"roc_{split}.png"))
     for split in labelled:
         plot_calibration(runs, split, params.calibration_bins, plots / f"calibration_{split}.png")
-        figures.append((f"Reliability diagram, {split}", plots / f"calibration_{split}.png"))
+        figures.append((f"Reliability diagram, {split}: points on the diagonal are calibrated; points below it "
+                        "mean the model says hateful more often than memes are", plots / f"calibration_{split}.png"))
     for split, gallery in summary["galleries"].items():
         path = plots / f"errors_{split}.png"
         plot_gallery(gallery["cases"], params.thumbnail_px, f"{gallery['model']} on {split}: confident errors", path)
-        figures.append((f"Error gallery, {split} ({gallery['model']})", path))
+        figures.append((f"Error gallery, {split} ({gallery['model']}): its most confident mistakes; look for what "
+                        "they have in common", path))
     return figures
 
 
@@ -325,10 +480,10 @@ def fmt(value, digits: int = 3) -> str:
     return MISSING if value is None else f"{value:.{digits}f}"
 
 
-def fmt_p(delong: dict | None) -> str:
-    if delong is None:
+def fmt_p(p: float | None) -> str:
+    if p is None:
         return MISSING
-    return "<0.001" if delong["p"] < 0.001 else f"{delong['p']:.3f}"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def auroc_cell(entry: dict | None) -> str:
@@ -338,37 +493,75 @@ def auroc_cell(entry: dict | None) -> str:
     return f"{entry['auroc']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
+def headline_lines(summary: dict) -> list[str]:
+    """The answer the report opens with, as markdown: two sentences, then a short list."""
+    top = summary["headline"]
+    if top is None:
+        return ["No evaluation split has labels, so no model can be ranked."]
+    split, best, comparisons = top["split"], top["best"], top["comparisons"]
+    beaten = [c for c in comparisons if c["significant"]]
+    lines = [f"On {split}, `{best}` has the highest AUROC: {auroc_cell(top)} (95% bootstrap CI)."]
+    if comparisons:
+        lines[0] += (f" By DeLong test with Holm's correction over its {len(comparisons)} comparisons, it is "
+                     f"significantly better (adjusted p ≤ {top['alpha']}) than {len(beaten)} of the "
+                     f"{len(comparisons)} other models scored there.")
+    lines.append("")
+    if beaten:
+        lines.append("- significantly below it: " + comparison_list(beaten))
+    if len(beaten) < len(comparisons):
+        lines.append("- not significantly different: " + comparison_list([c for c in comparisons
+                                                                          if not c["significant"]]))
+    if top["unimodal"]:
+        lines.append("- unimodal models: " + ", ".join(f"`{u['model']}` {u['auroc']:.3f} ({u['gap']:.3f} below)"
+                                                        for u in top["unimodal"]))
+    else:
+        lines.append("- no unimodal model was evaluated on this split")
+    if top["unscored"]:
+        lines.append(f"- not scored on {split}: " + ", ".join(f"`{name}`" for name in top["unscored"]))
+    return lines
+
+
+def comparison_list(comparisons: list[dict]) -> str:
+    return ", ".join(f"`{c['model']}` {c['auroc']:.3f} (Holm p {fmt_p(c['p_holm'])})" for c in comparisons)
+
+
+def table_splits(summary: dict) -> list[str]:
+    """The splits as table columns and sections: the official order, with train last."""
+    return sorted(summary["splits"], key=lambda split: split == "train")
+
+
 def overview_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
-    """AUROC [95% CI] of every model on every split; the best of each split starred."""
-    splits = list(summary["splits"])
+    """AUROC [95% CI] of every model on every split, in `table_order`; the best of each split starred."""
+    splits = table_splits(summary)
     rows = []
-    for name in summary["models"]:
+    for name in table_order(summary):
         cells = []
         for split in splits:
             info = summary["splits"][split]
             entry = info["rows"].get(name)
             cell = auroc_cell(entry) if entry or name not in info["unlabelled"] else "no labels"
             cells.append(f"★ {cell}" if info["best"] == name else cell)
-        rows.append([name] + cells)
-    return ["model"] + splits, rows
+        rows.append([name, summary["families"][name]] + cells)
+    return ["model", "family"] + splits, rows
 
 
 def split_rows(summary: dict, split: str) -> tuple[list[str], list[list[str]]]:
     info = summary["splits"][split]
     header = ["model", "AUROC [95% CI]", "accuracy", "F1", "threshold", "acc @0.5", "F1 @0.5", "ECE", "n",
-              "DeLong p vs best"]
+              "DeLong p vs best", "Holm p"]
     rows = []
-    for name in summary["models"]:
+    for name in table_order(summary):
         entry = info["rows"].get(name)
         if entry is None:
             rows.append([name, MISSING, MISSING, MISSING, MISSING, MISSING, MISSING, MISSING,
-                         str(info["unlabelled"].get(name, {}).get("n", MISSING)), MISSING])
+                         str(info["unlabelled"].get(name, {}).get("n", MISSING)), MISSING, MISSING])
             continue
         best = info["best"] == name
+        delong = entry.get("delong_vs_best") or {}
+        tests = ["best", "best"] if best else [fmt_p(delong.get("p")), fmt_p(delong.get("p_holm"))]
         rows.append([f"★ {name}" if best else name, auroc_cell(entry), fmt(entry.get("accuracy")),
                      fmt(entry.get("f1")), fmt(entry.get("threshold")), fmt(entry.get("accuracy_at_0.5")),
-                     fmt(entry.get("f1_at_0.5")), fmt(entry.get("ece")), str(entry.get("n", MISSING)),
-                     "best" if best else fmt_p(entry.get("delong_vs_best"))])
+                     fmt(entry.get("f1_at_0.5")), fmt(entry.get("ece")), str(entry.get("n", MISSING)), *tests])
     return header, rows
 
 
@@ -381,7 +574,9 @@ PUBLISHED_CAVEAT = ("These are the papers' numbers on the real Hateful Memes dat
                     "cited papers. They are NOT this run's numbers: the demo profile uses synthetic memes and "
                     "tiny models, and even the full profile differs in features, seeds and training details.")
 DELONG_NOTE = ("★ marks the best AUROC of each split. DeLong p: two-sided DeLong test (fast algorithm of Sun & "
-               "Xu 2014) of each model's AUROC against the best model's, on the memes both scored. "
+               "Xu 2014) of each model's AUROC against the best model's, on the memes both scored; Holm p: "
+               "the same p-values adjusted by Holm's step-down method over the split's comparisons. Rows are "
+               "grouped by family and sorted by the headline split's AUROC. "
                "Accuracy and F1 use the threshold chosen on the dev split (see `threshold`); the @0.5 columns "
                "use 0.5.")
 
@@ -428,10 +623,14 @@ def results_markdown(eval_dir: Path, models: tuple[str, ...] = ()) -> str:
     return results_table({n: json.loads(paths[n].read_text(encoding="utf-8")) for n in names})
 
 
-def render_markdown(summary: dict, figures: list[tuple[str, Path]], out_dir: Path) -> str:
-    parts = [f"# {TITLE}", "", "## AUROC of every model on every split", "", md_table(*overview_rows(summary)), "",
-             DELONG_NOTE, ""]
-    for split in summary["splits"]:
+def render_markdown(summary: dict, lead: tuple[str, Path] | None, figures: list[tuple[str, Path]],
+                    out_dir: Path) -> str:
+    parts = [f"# {TITLE}", "", "## Summary", "", *headline_lines(summary), ""]
+    if lead is not None:
+        parts += [f"![AUROC of every model on {summary['headline']['split']}]"
+                  f"({os.path.relpath(lead[1], out_dir)})", "", f"_{lead[0]}_", ""]
+    parts += ["## AUROC of every model on every split", "", md_table(*overview_rows(summary)), "", DELONG_NOTE, ""]
+    for split in table_splits(summary):
         parts += [f"### {split}", "", split_note(summary, split), "", md_table(*split_rows(summary, split)), ""]
     parts += ["## Published numbers (not this run)", "", PUBLISHED_CAVEAT, "", md_table(*published_rows()), ""]
     parts += ["## Figures", ""] + [f"![{c}]({os.path.relpath(p, out_dir)})\n" for c, p in figures]
@@ -472,6 +671,7 @@ th { background: #f0f0f0; } tr.best td { font-weight: bold; background: #eef7ee;
 .caveat { background: #fff6e0; border-left: 4px solid #e0a000; padding: 0.5em 1em; }
 figure { display: inline-block; margin: 0.5em; } figcaption { font-size: 0.85em; color: #555; }
 img.plot { max-width: 560px; } img.thumb { max-width: 160px; } pre { background: #f7f7f7; padding: 0.5em; }
+img.lead { max-width: 100%; }
 """
 
 
@@ -511,9 +711,19 @@ def html_gallery(gallery: dict, size: int) -> str:
     return f"<table class=\"gallery\">{head}{''.join(rows)}</table>"
 
 
-def html_figure(caption: str, path: Path) -> str:
-    return (f'<figure><img class="plot" alt="{html.escape(caption)}" src="{data_uri(path.read_bytes())}">'
+def html_figure(caption: str, path: Path, image_class: str = "plot") -> str:
+    return (f'<figure><img class="{image_class}" alt="{html.escape(caption)}" src="{data_uri(path.read_bytes())}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def html_summary(summary: dict, lead: tuple[str, Path] | None) -> list[str]:
+    """The summary's sentences as a paragraph, its list as a list, then the lead figure."""
+    lines = headline_lines(summary)
+    items = [line.removeprefix("- ") for line in lines if line.startswith("- ")]
+    body = ['<h2 id="summary">Summary</h2>', f"<p>{html_text(lines[0])}</p>"]
+    if items:
+        body.append("<ul>" + "".join(f"<li>{html_text(item)}</li>" for item in items) + "</ul>")
+    return body + ([html_figure(*lead, image_class="lead")] if lead else [])
 
 
 def html_extra(path: Path) -> str:
@@ -522,12 +732,15 @@ def html_extra(path: Path) -> str:
     return f"<h4>{html.escape(path.name)}</h4><pre>{html.escape(path.read_text(encoding='utf-8')[:4000])}</pre>"
 
 
-def render_html(summary: dict, figures: list[tuple[str, Path]], params: ReportParams) -> str:
-    body = [f"<h1>{html.escape(TITLE)}</h1>", "<h2 id=\"overview\">AUROC of every model on every split</h2>",
+def render_html(summary: dict, lead: tuple[str, Path] | None, figures: list[tuple[str, Path]],
+                params: ReportParams) -> str:
+    body = [f"<h1>{html.escape(TITLE)}</h1>", *html_summary(summary, lead),
+            "<h2 id=\"overview\">AUROC of every model on every split</h2>",
             html_table(*overview_rows(summary), "overview"), f"<p>{html_text(DELONG_NOTE)}</p>"]
-    for split in summary["splits"]:
-        body += [f"<h3>{split}</h3>", f"<p>{html_text(split_note(summary, split))}</p>",
-                 html_table(*split_rows(summary, split), f"split-{split}")]
+    for split in table_splits(summary):
+        body += [f"<details><summary>{split}: every metric, DeLong tests</summary>",
+                 f"<p>{html_text(split_note(summary, split))}</p>",
+                 html_table(*split_rows(summary, split), f"split-{split}"), "</details>"]
     body += ["<h2 id=\"published\">Published numbers (not this run)</h2>",
              f"<p class=\"caveat\">{html.escape(PUBLISHED_CAVEAT)}</p>", html_table(*published_rows(), "published")]
     body += ["<h2 id=\"figures\">Figures</h2>"] + [html_figure(c, p) for c, p in figures]
@@ -559,10 +772,11 @@ def build_report(eval_dir: Path, memes_dir: Path, out_dir: Path, params: ReportP
         raise FileNotFoundError(f"{eval_dir}: no eval/<model>/predictions/ folders to report")
     record = provenance(memes_dir, models_dir, [r.name for r in runs], resolved_params)
     summary = summarise(runs, params, memes_dir, record)
+    lead = write_headline_figure(summary, params, out_dir / "plots")
     figures = write_figures(runs, summary, params, out_dir / "plots")
-    (out_dir / "report.md").write_text(render_markdown(summary, figures, out_dir), encoding="utf-8")
-    (out_dir / "report.html").write_text(render_html(summary, figures, params), encoding="utf-8")
+    (out_dir / "report.md").write_text(render_markdown(summary, lead, figures, out_dir), encoding="utf-8")
+    (out_dir / "report.html").write_text(render_html(summary, lead, figures, params), encoding="utf-8")
     (out_dir / "summary.md").write_text(results_table({r.name: r.metrics for r in runs}), encoding="utf-8")
-    summary["plots"] = [str(p.relative_to(out_dir)) for _, p in figures]
+    summary["plots"] = [str(p.relative_to(out_dir)) for _, p in ([lead] if lead else []) + figures]
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return summary
