@@ -256,19 +256,39 @@ def plot_headline(headline: dict, colours: dict[str, str], path: Path) -> None:
     figure.savefig(path)
 
 
-def plot_roc(runs: list[ModelRun], split: str, path: Path) -> None:
-    figure = new_figure(5.5, 5)
-    axes = figure.add_subplot()
-    for run in runs:
-        entry = run.metrics.get(split, {})
-        if entry.get("auroc") is not None:
-            labelled = run.predictions[split].labelled
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def draw_roc_panels(runs: list[ModelRun], split: str, order: list[str], families: dict[str, str]) -> Figure:
+    """ROC curves on one split as small multiples, one panel per family (in the order `order` first names
+    them). Within a panel the k-th curve takes colour k mod 10 and line style k mod 4, so no two curves share
+    both up to 20 models a family."""
+    by_name = {run.name: run for run in runs}
+    scored = [n for n in order if by_name[n].metrics.get(split, {}).get("auroc") is not None]
+    groups = {}
+    for name in scored:
+        groups.setdefault(families[name], []).append(name)
+    columns = min(3, len(groups))
+    rows = -(-len(groups) // columns)  # ceil
+    figure = new_figure(4.2 * columns, 4.2 * rows + 0.4)
+    figure.suptitle(f"ROC by family, {split}")
+    for index, (family, names) in enumerate(groups.items()):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        for k, name in enumerate(names):
+            labelled = by_name[name].predictions[split].labelled
             fpr, tpr = roc_points(labelled.labels, labelled.probs)
-            axes.plot(fpr, tpr, label=f"{run.name} ({entry['auroc']:.3f})")
-    axes.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="chance")
-    axes.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, {split}", aspect="equal")
-    axes.legend(fontsize=8, loc="lower right")
-    figure.savefig(path)
+            auroc = by_name[name].metrics[split]["auroc"]
+            axes.plot(fpr, tpr, color=f"C{k % 10}", linestyle=LINESTYLES[k % len(LINESTYLES)], linewidth=1.6,
+                      label=f"{name} ({auroc:.3f})")
+        axes.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=0.8, label="chance")
+        axes.set(xlabel="false positive rate", ylabel="true positive rate", title=family, aspect="equal",
+                 xlim=(0, 1), ylim=(0, 1))
+        axes.legend(fontsize=8, loc="lower right")
+    return figure
+
+
+def plot_roc(runs: list[ModelRun], split: str, order: list[str], families: dict[str, str], path: Path) -> None:
+    draw_roc_panels(runs, split, order, families).savefig(path)
 
 
 def plot_auroc_bars(runs: list[ModelRun], splits: list[str], path: Path) -> None:
@@ -458,9 +478,9 @@ def write_figures(runs: list[ModelRun], summary: dict, params: ReportParams, plo
         figures.append(("AUROC by split with 95% bootstrap CIs: look for bars that stay at the dashed chance "
                         "line on every split, and for drops from the seen to the unseen splits", plots / "auroc.png"))
     for split in labelled:
-        plot_roc(runs, split, plots / f"roc_{split}.png")
-        figures.append((f"ROC curves, {split}: the nearer a curve comes to the top left corner the better; "
-                        "a curve on the diagonal is at chance", plots / f"roc_{split}.png"))
+        plot_roc(runs, split, table_order(summary), summary["families"], plots / f"roc_{split}.png")
+        figures.append((f"ROC curves, {split}, one panel per family: the nearer a curve comes to the top left "
+                        "corner the better; a curve on the grey diagonal is at chance", plots / f"roc_{split}.png"))
     for split in labelled:
         plot_calibration(runs, split, params.calibration_bins, plots / f"calibration_{split}.png")
         figures.append((f"Reliability diagram, {split}: points on the diagonal are calibrated; points below it "
@@ -670,8 +690,7 @@ th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertica
 th { background: #f0f0f0; } tr.best td { font-weight: bold; background: #eef7ee; }
 .caveat { background: #fff6e0; border-left: 4px solid #e0a000; padding: 0.5em 1em; }
 figure { display: inline-block; margin: 0.5em; } figcaption { font-size: 0.85em; color: #555; }
-img.plot { max-width: 560px; } img.thumb { max-width: 160px; } pre { background: #f7f7f7; padding: 0.5em; }
-img.lead { max-width: 100%; }
+img.plot { max-width: 100%; } img.thumb { max-width: 160px; } pre { background: #f7f7f7; padding: 0.5em; }
 """
 
 
@@ -711,8 +730,8 @@ def html_gallery(gallery: dict, size: int) -> str:
     return f"<table class=\"gallery\">{head}{''.join(rows)}</table>"
 
 
-def html_figure(caption: str, path: Path, image_class: str = "plot") -> str:
-    return (f'<figure><img class="{image_class}" alt="{html.escape(caption)}" src="{data_uri(path.read_bytes())}">'
+def html_figure(caption: str, path: Path) -> str:
+    return (f'<figure><img class="plot" alt="{html.escape(caption)}" src="{data_uri(path.read_bytes())}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
@@ -723,7 +742,7 @@ def html_summary(summary: dict, lead: tuple[str, Path] | None) -> list[str]:
     body = ['<h2 id="summary">Summary</h2>', f"<p>{html_text(lines[0])}</p>"]
     if items:
         body.append("<ul>" + "".join(f"<li>{html_text(item)}</li>" for item in items) + "</ul>")
-    return body + ([html_figure(*lead, image_class="lead")] if lead else [])
+    return body + ([html_figure(*lead)] if lead else [])
 
 
 def html_extra(path: Path) -> str:
