@@ -288,6 +288,7 @@ def draw_roc_panels(runs: list[ModelRun], split: str, order: list[str], families
 
 
 def plot_roc(runs: list[ModelRun], split: str, order: list[str], families: dict[str, str], path: Path) -> None:
+    """`draw_roc_panels`, saved to `path` (the test reads the figure's curves before saving)."""
     draw_roc_panels(runs, split, order, families).savefig(path)
 
 
@@ -542,6 +543,7 @@ def headline_lines(summary: dict) -> list[str]:
 
 
 def comparison_list(comparisons: list[dict]) -> str:
+    """`model` AUROC (Holm p ...), comma-separated, for one line of the summary's list."""
     return ", ".join(f"`{c['model']}` {c['auroc']:.3f} (Holm p {fmt_p(c['p_holm'])})" for c in comparisons)
 
 
