@@ -139,6 +139,7 @@ def test_markdown_and_plots(tree):
         with Image.open(root / "eval" / "plots" / name) as image:
             assert image.size[0] > 300 and np.asarray(image.convert("L")).std() > 5  # drawn, not blank
     assert not (root / "eval" / "plots" / "roc_test_seen.png").exists()  # no labels, no ROC
+    assert not (root / "eval" / "plots" / "roc_train.png").exists()  # fitted on it: no curves to read
     assert f"sha256 `{0:064x}`" in markdown and "models/mmbt/params.json sha256" in markdown
 
 

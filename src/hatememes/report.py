@@ -478,11 +478,12 @@ def write_figures(runs: list[ModelRun], summary: dict, params: ReportParams, plo
         plot_auroc_bars(runs, labelled, plots / "auroc.png")
         figures.append(("AUROC by split with 95% bootstrap CIs: look for bars that stay at the dashed chance "
                         "line on every split, and for drops from the seen to the unseen splits", plots / "auroc.png"))
-    for split in labelled:
+    evaluated = [split for split in labelled if split != "train"]  # fitted on train: its curves tell nothing
+    for split in evaluated:
         plot_roc(runs, split, table_order(summary), summary["families"], plots / f"roc_{split}.png")
         figures.append((f"ROC curves, {split}, one panel per family: the nearer a curve comes to the top left "
                         "corner the better; a curve on the grey diagonal is at chance", plots / f"roc_{split}.png"))
-    for split in labelled:
+    for split in evaluated:
         plot_calibration(runs, split, params.calibration_bins, plots / f"calibration_{split}.png")
         figures.append((f"Reliability diagram, {split}: points on the diagonal are calibrated; points below it "
                         "mean the model says hateful more often than memes are", plots / f"calibration_{split}.png"))
