@@ -124,3 +124,39 @@ def test_a_checkpoint_missing_a_trainable_weight_fails_on_resume(tmp_path):
     save_file(weights, checkpoint / "model.safetensors")
     with pytest.raises(RuntimeError, match=r"missing trainable weights: \['classifier.weight'\]"):
         train(toy_model(), train_items, dev_items, loop, tmp_path)
+
+
+class RecordingEngine:
+    """Stands in for a DeepSpeed engine (deepspeed is not installed here) and records what Accelerate asks of it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def save_checkpoint(self, save_dir, tag, **kwargs):
+        self.calls.append(("save", tag, kwargs))
+        (Path(save_dir) / tag).mkdir()
+
+    def load_checkpoint(self, load_dir, tag, **kwargs):
+        self.calls.append(("load", tag, kwargs))
+
+
+def test_deepspeed_checkpoints_leave_the_frozen_base_out(tmp_path, monkeypatch):
+    """Under DeepSpeed, Accelerate's `save_state` hands the model's states to the engine, past our pre-hooks; the
+    engine is asked to leave frozen parameters out (DeepSpeedEngine.save_checkpoint's
+    `exclude_frozen_parameters`) and to load non-strictly what it wrote. Through Accelerate's real save_state and
+    load_state, with the DeepSpeed branch taken."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    from hatememes.training import LoopState, make_accelerator, resume, save_checkpoint
+
+    accelerator = make_accelerator(LOOP)
+    monkeypatch.setattr(Accelerator, "distributed_type", property(lambda self: DistributedType.DEEPSPEED))
+    engine = RecordingEngine()
+    accelerator._models.append(engine)
+    save_checkpoint(accelerator, LoopState(step=3, batches_done=3), tmp_path, keep=1)
+    (checkpoint,) = complete_checkpoints(tmp_path)
+    assert resume(accelerator, tmp_path).step == 3
+    assert engine.calls == [("save", "pytorch_model", {"exclude_frozen_parameters": True}),
+                            ("load", "pytorch_model", {"load_module_strict": False})]
+    assert not (checkpoint / "model.safetensors").exists()  # nothing written around the engine

@@ -415,7 +415,7 @@ def save_checkpoint(accelerator: Accelerator, state: LoopState, checkpoints: Pat
     newest `keep` complete ones stay."""
     final = checkpoints / f"step-{state.step:08d}-batch-{state.batches_done:06d}-epoch-{state.epoch:04d}"
     partial = final.with_name(final.name + ".partial")
-    accelerator.save_state(str(partial), safe_serialization=True)
+    accelerator.save_state(str(partial), safe_serialization=True, **engine_checkpoint_args(accelerator, "save"))
     accelerator.wait_for_everyone()  # every process has written its part (its RNG state) before the rename
     if accelerator.is_main_process:
         (partial / "loop_state.json").write_text(json.dumps(dataclasses.asdict(state)))
@@ -443,10 +443,19 @@ def resume(accelerator: Accelerator, checkpoints: Path) -> LoopState:
     complete = complete_checkpoints(checkpoints)
     if not complete:
         return LoopState()
-    accelerator.load_state(str(complete[-1]))
+    accelerator.load_state(str(complete[-1]), **engine_checkpoint_args(accelerator, "load"))
     state = LoopState(**json.loads((complete[-1] / "loop_state.json").read_text()))
     accelerator.print(f"resuming from {complete[-1].name} (epoch {state.epoch}, batch {state.batches_done})")
     return state
+
+
+def engine_checkpoint_args(accelerator: Accelerator, direction: Literal["save", "load"]) -> dict:
+    """DeepSpeed writes the model's states itself, past the pre-hooks below: its engine leaves the frozen base
+    out when asked (`exclude_frozen_parameters`), and then loads the rest non-strictly. FSDP's sharded states
+    still hold the whole model (docs/full-benchmark.md)."""
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return {}
+    return {"exclude_frozen_parameters": True} if direction == "save" else {"load_module_strict": False}
 
 
 def drop_frozen_weights(models: list, weights: list[dict], output_dir: str) -> None:
