@@ -24,9 +24,11 @@ from hatememes.features.store import save_split
 from hatememes.files import read_json, report_write_error, write_json
 from hatememes.pretrained import PretrainedLoadError
 from hatememes.process import exit_after
+from hatememes.progress import quiet_library_bars
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_library_bars()  # transformers' and the Hub's bars would write carriage returns into a log
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("extractor", choices=sorted(EXTRACTORS))
     parser.add_argument("--memes", type=Path, required=True, help="the fetched memes (data/memes)")

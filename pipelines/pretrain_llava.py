@@ -20,10 +20,12 @@ from pathlib import Path
 from hatememes import params as P
 from hatememes.models.llava_tiny import PretrainLlavaParams, build_tiny_base
 from hatememes.process import exit_after
+from hatememes.progress import quiet_library_bars
 from hatememes.threads import cpu_threads
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_library_bars()  # transformers' and the Hub's bars would write carriage returns into a log
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, required=True, help="the pretrain stage's corpus (pairs.jsonl)")
     parser.add_argument("--out", type=Path, required=True, help="where the base goes (data/llava-tiny)")

@@ -33,10 +33,12 @@ from hatememes.inference import score_splits
 from hatememes.launch import relaunch
 from hatememes.models import MODELS, BuildContext, get_model_class
 from hatememes.process import exit_after
+from hatememes.progress import quiet_library_bars
 from hatememes.training import LoopParams, train, train_params
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_library_bars()  # transformers' and the Hub's bars would write carriage returns into a log
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help=f"one of: {', '.join(sorted(MODELS))}")
     parser.add_argument("--memes", type=Path, default=Path("data/memes"))
