@@ -45,6 +45,7 @@ from hatememes.data.readers import MemeItems
 from hatememes.losses import LossConfig, make_loss
 from hatememes.params import TrainParams, dev_split
 from hatememes.progress import progress
+from hatememes.schedules import lr_schedule
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,8 @@ def fit(model, train_items: MemeItems, dev_items: MemeItems, params: LoopParams,
     optimizer = torch.optim.AdamW(parameter_groups(model, params.weight_decay), lr=params.lr,
                                   fused=True)  # one kernel: 5x faster on CPU
     total_steps = params.epochs * math.ceil(len(train_loader) / params.grad_accum)
-    from transformers import get_scheduler  # transformers' import (seconds) is paid by the runs that train
-
-    scheduler = get_scheduler(params.schedule, optimizer, num_warmup_steps=params.warmup_steps,
-                              num_training_steps=total_steps)
+    scheduler = lr_schedule(params.schedule, optimizer, num_warmup_steps=params.warmup_steps,
+                            num_training_steps=total_steps)
     labels = train_items.labels
     loss_fn = make_loss(params.loss.name, params.loss, class_counts=(labels.count(0), labels.count(1)))
     scoring_key = params_key(model, "eval_batch_size")
@@ -263,6 +262,10 @@ def with_loop_values(plugin: DeepSpeedPlugin, params: LoopParams) -> DeepSpeedPl
 
 
 def check_loop_params(params: LoopParams, num_processes: int, model) -> None:
+    if params.schedule == "constant" and params.warmup_steps:
+        raise ValueError(f"{params_key(model, 'warmup_steps')} = {params.warmup_steps} with schedule constant: "
+                         f"that schedule has no warmup (as transformers'); set warmup_steps 0, or schedule linear "
+                         f"or cosine")
     if params.keep_checkpoints < 1:
         raise ValueError(f"{params_key(model, 'keep_checkpoints')} = {params.keep_checkpoints}: keep at least 1")
     for name in ("batch_size", "eval_batch_size"):
