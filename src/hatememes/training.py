@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 
 from hatememes.data.readers import MemeItems
 from hatememes.losses import LossConfig, make_loss
+from hatememes.metrics import auroc
 from hatememes.params import TrainParams, dev_split
 from hatememes.progress import progress
 from hatememes.schedules import lr_schedule
@@ -400,17 +401,11 @@ def predict(model, items: MemeItems, batch_size: int = 64) -> tuple[np.ndarray, 
 
 
 def auroc_or_nan(probs: np.ndarray, labels: np.ndarray) -> float:
-    """AUROC of the labelled rows (labels >= 0) as the Mann-Whitney U over midranks (ties count half), NaN
-    for one class; numpy only, so that a stage that trains does not pay scikit-learn's import (2 s)."""
+    """AUROC of the labelled rows (labels >= 0), NaN for one class; numpy only (hatememes.metrics), so that a
+    stage that trains does not pay scikit-learn's import (2 s)."""
     known = labels >= 0
-    labels, probs = labels[known], probs[known]
-    positives = int((labels == 1).sum())
-    negatives = len(labels) - positives
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    _, inverse, counts = np.unique(probs, return_inverse=True, return_counts=True)
-    midranks = (np.cumsum(counts) - (counts - 1) / 2)[inverse]  # 1-based, the mean rank of each tie group
-    return float((midranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+    value = auroc(labels[known], probs[known])
+    return float("nan") if value is None else value
 
 
 def save_checkpoint(accelerator: Accelerator, state: LoopState, checkpoints: Path, keep: int) -> None:
