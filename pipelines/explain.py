@@ -58,12 +58,28 @@ def main(argv: list[str] | None = None) -> int:
     fgsm = {f"{eps:g}": auroc for eps, auroc in zip(config.eps, aurocs.values(), strict=True)}
     write_json(args.out / "fgsm.json", {"model": name, "split": config.split, "auroc_at_eps": fgsm})
     plot_fgsm(fgsm, name, config.split, args.out / "fgsm.png")
+    saliency_files = {}
     for index in chosen(labels.numpy(), config.num_memes):
         heat = saliency(image_model, pixels[index : index + 1])[0]  # (S, S)
         heat = heat / heat.max().clamp_min(1e-12)
-        save_overlay(labelled[index]["image"], heat, args.out / f"saliency_{labelled[index]['id']}.png")
+        path = args.out / f"saliency_{labelled[index]['id']}.png"
+        save_overlay(labelled[index]["image"], heat, path)
+        saliency_files[path.name] = (labelled[index]["id"], int(labels[index]))
+    write_json(args.out / "captions.json", captions(name, config.split, saliency_files))
     print(f"explain {name}: FGSM AUROC " + ", ".join(f"eps {k}: {v:.3f}" for k, v in fgsm.items()))
     return 0
+
+
+def captions(name: str, split: str, saliency_files: dict[str, tuple]) -> dict[str, str]:
+    """What each file shows and what to look for: the report's captions (eval/<model>/extra/captions.json)."""
+    fgsm = (f"{name} under FGSM on {split}: each pixel moved by eps in the direction that raises the loss on the true label (the sign of "
+            f"its gradient). Look at how fast the AUROC falls as eps grows: a robust model stays near its eps-0 "
+            f"value; below 0.5 the attack has turned the ranking around.")
+    result = {"fgsm.png": fgsm, "fgsm.json": f"The FGSM curve's numbers: AUROC on {split} at each eps."}
+    for file, (meme_id, label) in saliency_files.items():
+        result[file] = (f"Input-gradient saliency of {name} on meme {meme_id} (label {label}): the brighter, the "
+                        f"more the pixel moves the score. Look at whether it sits on the object or on the caption.")
+    return result
 
 
 def chosen(labels: np.ndarray, count: int) -> list[int]:

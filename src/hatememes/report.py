@@ -139,8 +139,32 @@ def load_run(eval_dir: Path, name: str, params: ReportParams) -> ModelRun:
         metrics = evaluate_predictions(predictions, params.dev_split, params.threshold_criterion, params.n_boot,
                                        params.seed)
         source = "recomputed from predictions"
-    extras = sorted(p for p in (folder / "extra").glob("*") if p.suffix in (".png", ".json"))
+    extras = sorted((p for p in (folder / "extra").glob("*") if p.suffix in (".png", ".json") and p.name != CAPTIONS),
+                    key=lambda p: (p.stem, p.suffix != ".png"))  # a figure, then the table of its numbers
     return ModelRun(name, predictions, metrics, source, extras)
+
+
+CAPTIONS = "captions.json"  # an extra folder's {file name: caption}, written by the stage that made the files
+
+
+def extra_caption(path: Path) -> str:
+    """What the producing stage says its file shows (extra/captions.json), else the file's name."""
+    captions = path.parent / CAPTIONS
+    if captions.is_file():
+        return json.loads(captions.read_text(encoding="utf-8")).get(path.name, path.name)
+    return path.name
+
+
+def extra_table(path: Path) -> tuple[list[str], list[list[str]]] | None:
+    """A table for the JSON extras the report knows (the explain stage's FGSM curve), else None."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("auroc_at_eps"), dict):
+        return None
+    curve = data["auroc_at_eps"]
+    clean = curve.get("0")
+    rows = [[eps, f"{float(eps) * 255:.1f}", fmt(auroc), MISSING if clean is None else f"{auroc - clean:+.3f}"]
+            for eps, auroc in curve.items()]
+    return ["FGSM eps", "eps × 255", f"AUROC ({data.get('split', MISSING)})", "change from eps 0"], rows
 
 
 # ----- comparing models
@@ -668,8 +692,12 @@ def render_markdown(summary: dict, lead: tuple[str, Path] | None, figures: list[
 
 
 def extra_markdown(path: Path, out_dir: Path) -> str:
+    caption = extra_caption(path)
     if path.suffix == ".png":
-        return f"![{path.name}]({os.path.relpath(path, out_dir)})\n"
+        return f"![{path.name}]({os.path.relpath(path, out_dir)})\n\n_{caption}_\n"
+    table = extra_table(path)
+    if table is not None:
+        return f"{md_table(*table)}\n\n_{caption}_\n"
     return f"`{path.name}`\n\n```json\n{path.read_text(encoding='utf-8')[:4000]}\n```\n"
 
 
@@ -692,7 +720,7 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; } tr.best td { font-weight: bold; background: #eef7ee; }
 .caveat { background: #fff6e0; border-left: 4px solid #e0a000; padding: 0.5em 1em; }
-figure { display: inline-block; margin: 0.5em; } figcaption { font-size: 0.85em; color: #555; }
+figure { display: inline-block; margin: 0.5em; } figcaption, p.caption { font-size: 0.85em; color: #555; }
 img.plot { max-width: 100%; } img.thumb { max-width: 160px; } pre { background: #f7f7f7; padding: 0.5em; }
 """
 
@@ -749,8 +777,12 @@ def html_summary(summary: dict, lead: tuple[str, Path] | None) -> list[str]:
 
 
 def html_extra(path: Path) -> str:
+    caption = extra_caption(path)
     if path.suffix == ".png":
-        return html_figure(path.name, path)
+        return html_figure(caption, path)
+    table = extra_table(path)
+    if table is not None:
+        return f"{html_table(*table, path.stem)}<p class=\"caption\">{html.escape(caption)}</p>"
     return f"<h4>{html.escape(path.name)}</h4><pre>{html.escape(path.read_text(encoding='utf-8')[:4000])}</pre>"
 
 
