@@ -29,6 +29,11 @@ SIGNAL = {"clip_fusion": 4.0, "mmbt": 1.5, "course_lstm": 0.3, "ensemble": 2.0, 
 FAMILY = {"clip_fusion": "fusion", "mmbt": "multimodal transformer", "course_lstm": "course network",
           "ensemble": "ensemble", "clip_linear_text": "unimodal", "my_probe": "other"}
 PARAMS = """\
+fetch:
+  source: synthetic
+train:
+  mmbt: {model: {image_features: regions}}
+  clip_fusion: {model: {fusion: align}}
 report:
   models: []
   dev_split: dev_seen
@@ -135,7 +140,7 @@ def test_unlabelled_and_missing_splits(tree):
 def test_markdown_and_plots(tree):
     root, summary, _ = tree
     markdown = (root / "eval" / "report.md").read_text()
-    assert "## Published numbers (not this run)" in markdown and "| MMBT-Grid | test_seen | 67.92 |" in markdown
+    assert "## Published numbers beside ours" in markdown and "| MMBT-Grid | test_seen | 67.92 |" in markdown
     assert "★" in markdown and "DeLong p vs best" in markdown
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
         assert (root / "eval" / link).exists(), link
@@ -185,7 +190,7 @@ def test_html_is_self_contained(tree):
     assert len(thumbnails) == len(summary["galleries"]["test_unseen"]["cases"])
     for table in ('id="overview"', 'id="split-dev_seen"', 'id="published"'):
         assert table in page
-    assert "auroc_drop" in page and "not this run" in page.lower() and 'class="best"' in page
+    assert "auroc_drop" in page and "This run is the demo" in page and 'class="best"' in page
 
 
 def test_unknown_model_is_a_clear_error(tree, tmp_path):
@@ -325,3 +330,30 @@ def test_extras_carry_their_stage_s_captions_and_an_fgsm_curve_is_a_table(tree):
     assert not any(path.endswith("captions.json") for path in summary["extras"]["clip_fusion"])
     page = (root / "eval" / "report.html").read_text()
     assert '<table id="attack">' in page and "<figcaption>Where the gradient is: look at the red.</figcaption>" in page
+
+
+def test_each_published_row_sits_beside_the_model_that_reproduces_it(tree):
+    """mmbt on regions reproduces MMBT-Region (not MMBT-Grid), clip_fusion with `align` Hate-CLIPper (align);
+    their AUROC is this run's on the row's split (test_seen: unlabelled in this tree), and the caveat says
+    the run was synthetic."""
+    root, summary, _ = tree
+    rows = {p["model"]: p for p in summary["published"]}
+    assert rows["MMBT-Region"]["ours"] == "mmbt" and rows["MMBT-Grid"]["ours"] is None
+    assert rows["Hate-CLIPper (align)"]["ours"] == "clip_fusion" and rows["Hate-CLIPper (cross)"]["ours"] is None
+    assert rows["Human"]["ours"] is None and rows["MMBT-Region"]["differs"]
+    markdown = (root / "eval" / "report.md").read_text()
+    assert "| MMBT-Region | test_seen | 70.73 | 60.23 |" in markdown and "| mmbt | — |" in markdown
+    assert "This run is the demo" in markdown and "ViLBERT" in markdown
+
+
+def test_the_reproducing_model_s_auroc_is_its_own_on_the_row_s_split():
+    from hatememes.report import ModelRun, published_beside_ours
+
+    runs = [ModelRun("visualbert", {}, {}, "metrics.json"), ModelRun("clip_fusion", {}, {}, "metrics.json")]
+    splits = {"test_seen": {"rows": {"visualbert": {"auroc": 0.7512}, "clip_fusion": {"auroc": 0.8}}}}
+    params = {"train": {"visualbert": {"model": {"init": "uclanlp/visualbert-vqa-coco-pre"}},
+                        "clip_fusion": {"model": {"fusion": "concat"}}}}
+    rows = {p["model"]: p for p in published_beside_ours(runs, splits, params)}
+    assert rows["VisualBERT COCO"]["ours"] == "visualbert" and rows["VisualBERT"]["ours"] is None
+    assert rows["VisualBERT COCO"]["ours_auroc"] == pytest.approx(75.12)
+    assert rows["Hate-CLIPper (align)"]["ours"] is None  # concat fusion reproduces neither Hate-CLIPper row
