@@ -128,3 +128,20 @@ def test_a_queued_pair_both_finish(baseline):
         assert name in shown, shown.keys()
         assert shown[name]["params"]["train"][MODEL]["loop"]["lr"] == lr
         assert 0.0 <= auroc(shown[name]["metrics"]) <= 1.0
+
+
+def test_compare_puts_the_experiments_side_by_side(baseline):
+    """pipelines/compare.py on this repository's real experiments (the ones the tests above ran)."""
+    done = run([sys.executable, str(baseline / "pipelines" / "compare.py"), "--out", str(baseline / "eval")],
+               baseline)
+    assert "compare:" in done.stdout
+    markdown = (baseline / "eval" / "compare.md").read_text()
+    dev_seen = markdown.split("## dev_seen")[1].split("\n## ")[0]  # the first table: the split chosen on
+    rows = {line.split(" | ")[0].strip("| "): line for line in dev_seen.splitlines() if line.startswith("| ")}
+    for name in ("wide", "slow-lr", "fast-lr"):
+        assert name in rows, rows.keys()
+    assert f"train.{MODEL}.loop.lr" in markdown and f"train.{MODEL}.model.projection_dim" in markdown
+    shown = experiments(baseline)
+    wide = shown["wide"]["metrics"]["dev_seen"]["auroc"]
+    assert f"| {wide:.3f} |" in rows["wide"]  # the experiment's own metric, as DVC recorded it
+    assert (baseline / "eval" / "compare.html").read_text().count("data:image/png;base64,") >= 2

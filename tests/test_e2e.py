@@ -159,5 +159,7 @@ def test_every_readme_command_runs(repro):
         output = run(["bash", "-c", command], repro).stdout
         if command.startswith("dvc exp show"):
             assert "epochs" in output or "clip_fusion" in output
+        if command.startswith("python pipelines/compare.py"):  # the experiment beside the workspace and commit
+            assert "train.clip_fusion.model.fusion" in (repro / "eval" / "compare.md").read_text()
     scores = [json.loads(line) for line in (repro / "scores.jsonl").read_text().splitlines()]
     assert len(scores) == 5 and all(set(s) == {"id", "proba", "label", "model"} for s in scores)

@@ -22,7 +22,7 @@ RUN_IN_THE_DEMO = [
     "dvc plots show",
     "dvc exp run -S train.clip_fusion.loop.epochs=5 -S train.clip_fusion.model.fusion=cross",
     "dvc exp show",
-    "dvc exp diff",
+    "python pipelines/compare.py",
     "python pipelines/train.py clip_fusion",
     "python pipelines/evaluate.py clip_fusion",
     "python pipelines/report.py --eval eval --memes data/memes --models models --out eval",
