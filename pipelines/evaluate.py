@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hatememes import params as P
 from hatememes.data.memes import read_split
-from hatememes.evaluation import EvaluateParams, read_predictions_folder, write_evaluation
+from hatememes.evaluation import EvaluateParams, read_predictions_folder, read_seed_folders, write_evaluation
 from hatememes.files import read_json, report_write_error
 
 
@@ -43,7 +43,8 @@ def evaluate(params: dict, memes: Path, predictions_dir: Path, out: Path) -> dic
     splits = list(read_json(memes / "manifest.json")["splits"])
     expected = {split: [meme.id for meme in read_split(memes, split)] for split in splits}
     predictions = read_predictions_folder(predictions_dir, splits, expected)
-    return write_evaluation(out, predictions, dev_split, config)
+    seeds = read_seed_folders(predictions_dir, splits, expected)
+    return write_evaluation(out, predictions, dev_split, config, seeds)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ fitted ones (probes, numpy networks, zero-shot) with their own `fit`. A killed r
 `<out>/checkpoints/` when started again with the same params and data. Scoring here, with the trained
 weights still in memory, spares a second start-up, model load and feature read per model (MMF's
 `train_val_test` and the HF Trainer's `predict` after `train` do the same); every id of every split is
-checked to come back exactly once, from every process.
+checked to come back exactly once, from every process. With `loop.seeds`, the same model is trained again
+from each of those seeds (a run is exactly the model trained with that `loop.seed`); their predictions go to
+eval/MODEL/predictions/seeds/<seed>/ and their checkpoints to models/MODEL/seeds/<seed>/, for the report's
+mean ± sd over seeds.
 """
 
 from __future__ import annotations
@@ -52,15 +55,44 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = P.from_arguments(args)
         relaunch(params, __file__, sys.argv[1:] if argv is None else argv)
+        seeds = more_seeds(params, args.model)  # checked before anything trains
         model = fit_and_save(args.model, params, args.memes, args.features, out)
         score_and_save(model, args.model, params, args.memes, args.features, predictions)
+        for seed in seeds:  # the same model from scratch: predictions for the report's mean ± sd
+            replica_params = with_seed(params, args.model, seed)
+            replica = fit_and_save(args.model, replica_params, args.memes, args.features, out / "seeds" / str(seed),
+                                   save=False)
+            score_and_save(replica, args.model, replica_params, args.memes, args.features,
+                           predictions / "seeds" / str(seed))
     except Exception as error:
         return report_write_error("train", out, error)
     return 0
 
 
-def fit_and_save(name: str, params: dict, memes: Path, features_dir: Path, out: Path):
-    """The fitted model (its best-on-dev weights), also saved to `out`."""
+def more_seeds(params: dict, name: str) -> list[int]:
+    """`train.<name>.loop.seeds` (torch models only), checked: no repeats, not the model's own `seed`."""
+    loop = params["train"][name].get("loop")
+    if loop is None:
+        return []
+    seeds, seed = list(loop.get("seeds") or []), loop.get("seed", 0)
+    if len(set(seeds)) != len(seeds) or seed in seeds:
+        raise ValueError(f"train.{name}.loop.seeds = {seeds}: each seed once, and not loop.seed ({seed}), whose "
+                         f"run is the model itself")
+    return seeds
+
+
+def with_seed(params: dict, name: str, seed: int) -> dict:
+    """The params with `train.<name>.loop.seed` set to `seed` (and no further seeds)."""
+    import copy
+
+    replica = copy.deepcopy(params)
+    replica["train"][name]["loop"].update(seed=seed, seeds=[])
+    return replica
+
+
+def fit_and_save(name: str, params: dict, memes: Path, features_dir: Path, out: Path, save: bool = True):
+    """The fitted model (its best-on-dev weights), also saved to `out` (with `save`; else only its training
+    state: checkpoints and the dev curve)."""
     model_class = get_model_class(name)
     dev_split = train_params(params, check=(name,)).dev_split
     config = P.section(params, f"train.{name}.model", model_class.Config)
@@ -90,7 +122,7 @@ def fit_and_save(name: str, params: dict, memes: Path, features_dir: Path, out: 
         summary.update(best_dev_auroc=result.best_auroc, best_epoch=result.best_epoch, epochs_run=result.epochs_run)
     else:
         model.fit(train_items, dev_items)
-    if PartialState().is_main_process:  # model.json goes last: without it the folder is not a complete model
+    if save and PartialState().is_main_process:  # model.json goes last: without it the folder is not a model
         (out / "model.json").unlink(missing_ok=True)
         model.save_pretrained(out)
         write_json(out / "params.json", P.resolved(params))

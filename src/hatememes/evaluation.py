@@ -4,6 +4,9 @@ ensemble), and its metrics, written by the evaluate@ stage (and the ensemble's) 
     eval/<name>/predictions/<split>.csv   id,proba,label (label empty when unknown)
     eval/<name>/metrics.json              per labelled split: AUROC + 95% CI, accuracy, F1, threshold, n
     eval/<name>/roc/<split>.csv           fpr,tpr
+    eval/<name>/predictions/seeds/<seed>/<split>.csv   the same model trained from more seeds (loop.seeds):
+                                          metrics.json then holds, per split, `seeds`: every run's AUROC,
+                                          their mean and sample sd, and the seed-averaged predictions' AUROC + CI
 
 numpy only (no torch, scipy or scikit-learn): the evaluate stage starts in a fraction of a second.
 """
@@ -16,7 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from hatememes.metrics import Predictions, read_predictions, write_metrics, write_predictions
+import json
+
+import numpy as np
+
+from hatememes.metrics import (
+    Predictions,
+    auroc,
+    bootstrap_auroc_ci,
+    read_predictions,
+    write_metrics,
+    write_predictions,
+)
 
 
 @dataclass(frozen=True)
@@ -59,15 +73,40 @@ def read_predictions_folder(folder: Path, splits: list[str], expected_ids: dict[
     return predictions
 
 
-def write_evaluation(out: Path, predictions: dict[str, Predictions], dev_split: str, config: EvaluateParams) -> dict:
+def seed_summary(runs: list[Predictions], n_boot: int, seed: int) -> dict | None:
+    """One split over several training seeds (the model's run first): each run's AUROC, their mean and sample
+    sd (ddof 1), and the AUROC with bootstrap CI of the seed-averaged predictions (each meme's mean P over the
+    runs). None where AUROC is not defined."""
+    labelled = [run.labelled for run in runs]
+    if any(not np.array_equal(run.ids, labelled[0].ids) or not np.array_equal(run.labels, labelled[0].labels)
+           for run in labelled):
+        raise ValueError("the seeds' predictions do not score the same memes with the same labels")
+    values = [auroc(run.labels, run.probs) for run in labelled]
+    if any(value is None for value in values):
+        return None
+    averaged = np.mean([run.probs for run in labelled], axis=0)
+    low_high = bootstrap_auroc_ci(labelled[0].labels, averaged, n_boot, seed)
+    return {"runs": len(runs), "auroc": values, "mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)),
+            "averaged": {"auroc": auroc(labelled[0].labels, averaged), "ci": list(low_high) if low_high else None}}
+
+
+def write_evaluation(out: Path, predictions: dict[str, Predictions], dev_split: str, config: EvaluateParams,
+                     seeds: dict[str, dict[str, Predictions]] | None = None) -> dict:
     """metrics.json and roc/ into `out`, written under `.<name>.partial` first and moved in, metrics.json
     last, so a killed run never leaves a half evaluation that looks complete. Other files in `out`
-    (predictions/, extra/) stay."""
+    (predictions/, extra/) stay. `seeds`: {seed: predictions} of the model trained from more seeds."""
     out = Path(out)
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     metrics = write_metrics(partial, predictions, dev_split=dev_split, criterion=config.threshold_criterion,
                             n_boot=config.n_boot, seed=config.seed)
+    if seeds:
+        for split, entry in metrics.items():
+            summary = seed_summary([predictions[split], *(runs[split] for runs in seeds.values())], config.n_boot,
+                                   config.seed)
+            if summary is not None:
+                entry["seeds"] = {"seeds": ["model", *seeds], **summary}
+        (partial / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").unlink(missing_ok=True)
     for name in ("roc", "metrics.json"):
@@ -76,6 +115,14 @@ def write_evaluation(out: Path, predictions: dict[str, Predictions], dev_split: 
             (partial / name).rename(out / name)
     shutil.rmtree(partial, ignore_errors=True)
     for split, entry in metrics.items():
-        auroc = "n/a" if entry["auroc"] is None else f"{entry['auroc']:.4f}"
-        print(f"{out.name:22s} {split:12s} AUROC {auroc}  n={entry['n']}")
+        value = "n/a" if entry["auroc"] is None else f"{entry['auroc']:.4f}"
+        over = entry.get("seeds")
+        spread = f"  seeds {over['mean']:.4f} ± {over['sd']:.4f} (n={over['runs']})" if over else ""
+        print(f"{out.name:22s} {split:12s} AUROC {value}  n={entry['n']}{spread}")
     return metrics
+
+
+def read_seed_folders(predictions_dir: Path, splits: list[str], expected_ids: dict[str, list[int]]) -> dict:
+    """{seed: predictions} from predictions/seeds/<seed>/ (empty when the model was trained from one seed)."""
+    folders = sorted((p for p in (Path(predictions_dir) / "seeds").glob("*") if p.is_dir()), key=lambda p: int(p.name))
+    return {folder.name: read_predictions_folder(folder, splits, expected_ids) for folder in folders}

@@ -66,6 +66,10 @@ class LoopParams:
     keep_checkpoints: int = 1  # the newest complete checkpoints kept
     num_workers: int = 0
     seed: int = 0
+    # more seeds to train the same model with, from scratch (initial weights and batches follow the seed):
+    # their predictions go beside the model's (predictions/seeds/<seed>/), for the report's mean ± sd; the
+    # model saved is `seed`'s. Empty: one seed
+    seeds: tuple[int, ...] = ()
     loss: LossConfig = field(default_factory=LossConfig)
 
 
