@@ -3,8 +3,8 @@
 rendered in headless Chromium."""
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -357,3 +357,47 @@ def test_the_reproducing_model_s_auroc_is_its_own_on_the_row_s_split():
     assert rows["VisualBERT COCO"]["ours"] == "visualbert" and rows["VisualBERT"]["ours"] is None
     assert rows["VisualBERT COCO"]["ours_auroc"] == pytest.approx(75.12)
     assert rows["Hate-CLIPper (align)"]["ours"] is None  # concat fusion reproduces neither Hate-CLIPper row
+
+
+def noisy_run(labels: np.ndarray, signal: float, seed: int) -> Predictions:
+    rng = np.random.default_rng(seed)
+    probs = 1 / (1 + np.exp(-(signal * (labels - 0.5) + rng.normal(size=len(labels)))))
+    return Predictions(np.arange(len(labels)), probs, labels)
+
+
+def test_seeds_are_tested_one_by_one_and_significant_only_at_every_seed():
+    """SEED_RULE, from its definition: run k against run k (the first run where there is no run k), Holm at each
+    k over the models, the largest adjusted p kept; with one run everywhere, the plain Holm-corrected test."""
+    from hatememes.report import ModelRun, compare_split
+
+    labels = np.random.default_rng(7).integers(0, 2, 160)
+
+    def model(name: str, signal: float, seeds: int, offset: int) -> ModelRun:
+        runs = [noisy_run(labels, signal, offset + k) for k in range(seeds)]
+        metrics = {"test_unseen": {"auroc": roc_auc_score(labels, runs[0].probs)}}
+        return ModelRun(name, {"test_unseen": runs[0]}, metrics, "metrics.json",
+                        seeds={str(k): {"test_unseen": run} for k, run in enumerate(runs[1:], start=1)})
+
+    best, middle, weak = model("best", 3.0, 2, 0), model("middle", 2.0, 3, 10), model("weak", 0.8, 1, 20)
+    info = compare_split([best, middle, weak], "test_unseen")
+    assert info["best"] == "best"
+    def run_k(model: ModelRun, k: int) -> Predictions:  # a model without a run k: its own, first run
+        runs = model.runs("test_unseen")
+        return runs[k] if k < len(runs) else runs[0]
+
+    pairs = [(run_k(best, k), run_k(m, k)) for k in range(3) for m in (middle, weak)]
+    raw = [delong_test(labels, other.probs, top.probs).p_value for top, other in pairs]
+    expected = [holm_by_definition(raw[2 * k:2 * k + 2]) for k in range(3)]  # per k: [middle, weak]
+    assert info["rows"]["middle"]["delong_vs_best"]["p_seeds"] == pytest.approx([e[0] for e in expected])
+    assert info["rows"]["weak"]["delong_vs_best"]["p_seeds"] == pytest.approx([e[1] for e in expected])
+    assert info["rows"]["middle"]["delong_vs_best"]["p_holm"] == pytest.approx(max(e[0] for e in expected))
+    single = compare_split([model("best", 3.0, 1, 0), model("weak", 0.8, 1, 20)], "test_unseen")
+    assert "p_seeds" not in single["rows"]["weak"]["delong_vs_best"]
+    assert single["rows"]["weak"]["delong_vs_best"]["p_holm"] == pytest.approx(raw[1])  # one test: Holm is p
+
+
+def test_a_cell_shows_the_seeds_mean_and_sd_after_the_model_s_own_auroc():
+    entry = {"auroc": 0.912, "auroc_ci95": [0.88, 0.94],
+             "seeds": {"runs": 3, "mean": 0.905, "sd": 0.0061, "averaged": {"auroc": 0.92, "ci": [0.89, 0.95]}}}
+    assert auroc_cell(entry) == "0.912 [0.880, 0.940]; 3 seeds 0.905 ± 0.006"
+    assert auroc_cell({"auroc": 0.912, "auroc_ci95": [0.88, 0.94]}) == "0.912 [0.880, 0.940]"

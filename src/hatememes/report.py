@@ -132,6 +132,11 @@ class ModelRun:
     metrics: dict[str, dict]
     metrics_source: str
     extras: list[Path] = field(default_factory=list)
+    seeds: dict[str, dict[str, Predictions]] = field(default_factory=dict)  # seed -> split -> more seeds' runs
+
+    def runs(self, split: str) -> list[Predictions]:
+        """The model's predictions on `split`, then each further seed's (predictions/seeds/<seed>/)."""
+        return [self.predictions[split], *(runs[split] for runs in self.seeds.values() if split in runs)]
 
 
 # ----- reading eval/
@@ -159,7 +164,9 @@ def load_run(eval_dir: Path, name: str, params: ReportParams) -> ModelRun:
         source = "recomputed from predictions"
     extras = sorted((p for p in (folder / "extra").glob("*") if p.suffix in (".png", ".json") and p.name != CAPTIONS),
                     key=lambda p: (p.stem, p.suffix != ".png"))  # a figure, then the table of its numbers
-    return ModelRun(name, predictions, metrics, source, extras)
+    seeds = {seed.name: {s: read_predictions(seed / f"{s}.csv") for s in SPLITS if (seed / f"{s}.csv").exists()}
+             for seed in sorted((folder / "predictions" / "seeds").glob("*")) if seed.is_dir()}
+    return ModelRun(name, predictions, metrics, source, extras, seeds)
 
 
 CAPTIONS = "captions.json"  # an extra folder's {file name: caption}, written by the stage that made the files
@@ -212,9 +219,16 @@ def holm_adjust(p_values: list[float]) -> list[float]:
     return adjusted.tolist()
 
 
+SEED_RULE = ("Models trained from several seeds are tested once per seed: run k of a model against run k of "
+             "the best model (a model without a run k uses its own, first run), Holm-adjusted over the split's models "
+             "at each k; a difference counts as significant only if it is at every k, so the Holm p shown is the "
+             "largest over the seeds.")
+
+
 def compare_split(runs: list[ModelRun], split: str) -> dict:
-    """One split: each model's metrics, the best model by AUROC, each model's DeLong test against it, with
-    p-values Holm-adjusted over the split's comparisons (`p_holm`)."""
+    """One split: each model's metrics, the best model by AUROC (its own run), each model's DeLong test
+    against it, with p-values Holm-adjusted over the split's comparisons (`p_holm`). With several seeds, the
+    tests are repeated per seed and combined by SEED_RULE (`p_seeds`: the Holm p at each seed)."""
     rows = {run.name: dict(run.metrics[split]) for run in runs if split in run.metrics}
     scored = [run.name for run in runs if split in run.predictions]
     defined = {name: row["auroc"] for name, row in rows.items() if row.get("auroc") is not None}
@@ -225,10 +239,26 @@ def compare_split(runs: list[ModelRun], split: str) -> dict:
         if best is not None and name != best and row.get("auroc") is not None:
             row["delong_vs_best"] = delong_against(by_name[best].predictions[split], by_name[name].predictions[split])
     tested = [name for name, row in rows.items() if row["delong_vs_best"] is not None]
-    for name, p_holm in zip(tested, holm_adjust([rows[name]["delong_vs_best"]["p"] for name in tested]), strict=True):
-        rows[name]["delong_vs_best"]["p_holm"] = p_holm
+    if tested:
+        seeds = max(len(by_name[name].runs(split)) for name in [*tested, best])
+        per_seed = [holm_adjust([seed_test(by_name[best], by_name[name], split, k)["p"] for name in tested])
+                    for k in range(seeds)]
+        for index, name in enumerate(tested):
+            adjusted = [column[index] for column in per_seed]
+            rows[name]["delong_vs_best"]["p_holm"] = max(adjusted)
+            if seeds > 1:
+                rows[name]["delong_vs_best"]["p_seeds"] = adjusted
     unlabelled = {name: {"n": len(by_name[name].predictions[split].ids)} for name in scored if name not in rows}
     return {"best": best, "rows": rows, "unlabelled": unlabelled}
+
+
+def seed_test(best: ModelRun, other: ModelRun, split: str, k: int) -> dict:
+    """DeLong of `other`'s run k against `best`'s run k (a model's own run where it has fewer); p 1 where the
+    test is not defined on that pair."""
+    best_runs, other_runs = best.runs(split), other.runs(split)
+    result = delong_against(best_runs[k] if k < len(best_runs) else best_runs[0],
+                            other_runs[k] if k < len(other_runs) else other_runs[0])
+    return result or {"p": 1.0}
 
 
 # ----- provenance
@@ -445,7 +475,8 @@ def headline(splits: dict, families: dict[str, str], alpha: float) -> dict | Non
         delong = info["rows"][entry["model"]]["delong_vs_best"]
         p_holm = delong["p_holm"] if delong else None
         comparisons.append({"model": entry["model"], "auroc": entry["auroc"], "p_holm": p_holm,
-                            "significant": p_holm is not None and p_holm <= alpha})
+                            "significant": p_holm is not None and p_holm <= alpha,
+                            "per_seed": bool(delong and "p_seeds" in delong)})
     top = info["rows"][best]
     return {
         "split": split, "best": best, "auroc": top["auroc"], "auroc_ci95": top.get("auroc_ci95"), "alpha": alpha,
@@ -551,10 +582,13 @@ def fmt_p(p: float | None) -> str:
 
 
 def auroc_cell(entry: dict | None) -> str:
+    """AUROC [95% CI] of the model's run; with several seeds, their mean ± sd after it."""
     if not entry or entry.get("auroc") is None:
         return MISSING if not entry else f"{MISSING} ({entry.get('note', 'not defined')})"
     ci = entry.get("auroc_ci95")
-    return f"{entry['auroc']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    cell = f"{entry['auroc']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    seeds = entry.get("seeds")
+    return cell + (f"; {seeds['runs']} seeds {seeds['mean']:.3f} ± {seeds['sd']:.3f}" if seeds else "")
 
 
 def headline_lines(summary: dict) -> list[str]:
@@ -569,6 +603,8 @@ def headline_lines(summary: dict) -> list[str]:
         lines[0] += (f" By DeLong test with Holm's correction over its {len(comparisons)} comparisons, it is "
                      f"significantly better (adjusted p ≤ {top['alpha']}) than {len(beaten)} of the "
                      f"{len(comparisons)} other models scored there.")
+        if any(c["per_seed"] for c in comparisons):
+            lines[0] += " Where seeds were repeated, a model counts as below it only if it is at every seed."
     lines.append("")
     if beaten:
         lines.append("- significantly below it: " + comparison_list(beaten))
@@ -612,21 +648,24 @@ def overview_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
 
 def split_rows(summary: dict, split: str) -> tuple[list[str], list[list[str]]]:
     info = summary["splits"][split]
-    header = ["model", "AUROC [95% CI]", "accuracy", "F1", "threshold", "acc @0.5", "F1 @0.5", "ECE", "n",
-              "DeLong p vs best", "Holm p"]
+    header = ["model", "AUROC [95% CI]", "seed-averaged AUROC [95% CI]", "accuracy", "F1", "threshold",
+              "acc @0.5", "F1 @0.5", "ECE", "n", "DeLong p vs best", "Holm p"]
     rows = []
     for name in table_order(summary):
         entry = info["rows"].get(name)
         if entry is None:
-            rows.append([name, MISSING, MISSING, MISSING, MISSING, MISSING, MISSING, MISSING,
+            rows.append([name, MISSING, MISSING, MISSING, MISSING, MISSING, MISSING, MISSING, MISSING,
                          str(info["unlabelled"].get(name, {}).get("n", MISSING)), MISSING, MISSING])
             continue
         best = info["best"] == name
         delong = entry.get("delong_vs_best") or {}
         tests = ["best", "best"] if best else [fmt_p(delong.get("p")), fmt_p(delong.get("p_holm"))]
-        rows.append([f"★ {name}" if best else name, auroc_cell(entry), fmt(entry.get("accuracy")),
-                     fmt(entry.get("f1")), fmt(entry.get("threshold")), fmt(entry.get("accuracy_at_0.5")),
-                     fmt(entry.get("f1_at_0.5")), fmt(entry.get("ece")), str(entry.get("n", MISSING)), *tests])
+        averaged = (entry.get("seeds") or {}).get("averaged")
+        rows.append([f"★ {name}" if best else name, auroc_cell(entry),
+                     MISSING if averaged is None else auroc_cell({"auroc": averaged["auroc"], "auroc_ci95": averaged["ci"]}),
+                     fmt(entry.get("accuracy")), fmt(entry.get("f1")), fmt(entry.get("threshold")),
+                     fmt(entry.get("accuracy_at_0.5")), fmt(entry.get("f1_at_0.5")), fmt(entry.get("ece")),
+                     str(entry.get("n", MISSING)), *tests])
     return header, rows
 
 
@@ -672,7 +711,9 @@ def published_caveat(summary: dict) -> str:
 DELONG_NOTE = ("★ marks the best AUROC of each split. DeLong p: two-sided DeLong test (fast algorithm of Sun & "
                "Xu 2014) of each model's AUROC against the best model's, on the memes both scored; Holm p: "
                "the same p-values adjusted by Holm's step-down method over the split's comparisons. Rows are "
-               "grouped by family and sorted by the headline split's AUROC. "
+               "grouped by family and sorted by the headline split's AUROC. With several training seeds a "
+               "cell adds their mean ± sd (sample sd) after the model's own AUROC and CI; the seed-averaged "
+               "predictions' AUROC and CI are in each split's table. " + SEED_RULE + " "
                "Accuracy and F1 use the threshold chosen on the dev split (see `threshold`); the @0.5 columns "
                "use 0.5.")
 
