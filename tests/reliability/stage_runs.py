@@ -30,7 +30,8 @@ from hatememes.files import read_json  # noqa: E402
 
 SIZES = {"train": 24, "dev_seen": 8, "dev_unseen": 6, "test_seen": 6, "test_unseen": 6}
 TINY_FUSION = [arg for item in ("model.projection_dim=16", "model.pre_output_dim=16", "loop.epochs=3",
-                                 "loop.batch_size=8", "loop.warmup_steps=2", "loop.checkpoint_every=2")
+                                 "loop.batch_size=8", "loop.warmup_steps=2", "loop.checkpoint_every=2",
+                                 "loop.seeds=[]")  # one seed: tests/test_seeds.py covers more
                for arg in ("--set", f"train.clip_fusion.{item}")]  # 3 batches an epoch, a checkpoint every 2 steps
 QUICK_EVAL = ["--set", "evaluate.n_boot=50"]
 RANDOM_CLIP = ["--set", "features.clip.pretrained=''", "--set", "features.num_workers=0",
