@@ -581,14 +581,14 @@ def fmt_p(p: float | None) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def auroc_cell(entry: dict | None) -> str:
-    """AUROC [95% CI] of the model's run; with several seeds, their mean ± sd after it."""
+def auroc_cell(entry: dict | None, seeds: bool = True) -> str:
+    """AUROC [95% CI] of the model's run; with several seeds (and `seeds`), their mean ± sd after it."""
     if not entry or entry.get("auroc") is None:
         return MISSING if not entry else f"{MISSING} ({entry.get('note', 'not defined')})"
     ci = entry.get("auroc_ci95")
     cell = f"{entry['auroc']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-    seeds = entry.get("seeds")
-    return cell + (f"; {seeds['runs']} seeds {seeds['mean']:.3f} ± {seeds['sd']:.3f}" if seeds else "")
+    over = entry.get("seeds") if seeds else None
+    return cell + (f"; {over['runs']} seeds {over['mean']:.3f} ± {over['sd']:.3f}" if over else "")
 
 
 def headline_lines(summary: dict) -> list[str]:
@@ -740,12 +740,13 @@ NO_RUN = ("_No committed run yet (no `eval/*/metrics.json`): run `dvc repro`, th
 
 
 def results_table(metrics: dict[str, dict]) -> str:
-    """AUROC [95% bootstrap CI] of each model (in the given order) on each official split, as markdown.
+    """AUROC [95% bootstrap CI] of each model (in the given order) on each official split, as markdown: the
+    model's own run (the report adds the mean ± sd of models trained from several seeds).
 
     `metrics` maps a model name to its metrics.json content (DESIGN §7); a split it lacks shows as —."""
     if not metrics:
         return NO_RUN + "\n"
-    rows = [[f"`{name}`"] + [auroc_cell(entry.get(split)) for split in RESULT_SPLITS]
+    rows = [[f"`{name}`"] + [auroc_cell(entry.get(split), seeds=False) for split in RESULT_SPLITS]
             for name, entry in metrics.items()]
     return md_table(["model", *RESULT_SPLITS], rows) + "\n"
 
