@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = recipe(args.set)
     print(f"recipe: {json.dumps(dataclasses.asdict(config))}")
-    print("| world | zero-shot object | zero-shot colour | probe object | s | epoch losses |\n|---|---|---|---|---|---|")
+    print("| world | zero-shot object | zero-shot colour | probe object | s | epoch losses |")
+    print("|---|---|---|---|---|---|")
     rows = []
     for seed in args.seeds:
         corpus = corpus_for(seed, args.cache)

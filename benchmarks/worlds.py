@@ -22,7 +22,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from demo import fresh_clone, timed_repro  # noqa: E402
-
 from hatememes.params import WORLD_SEEDS, compose  # noqa: E402
 
 DEV_SPLITS = ("dev_seen", "dev_unseen")

@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def captions(name: str, split: str, saliency_files: dict[str, tuple]) -> dict[str, str]:
     """What each file shows and what to look for: the report's captions (eval/<model>/extra/captions.json)."""
-    fgsm = (f"{name} under FGSM on {split}: each pixel moved by eps in the direction that raises the loss on the true label (the sign of "
-            f"its gradient). Look at how fast the AUROC falls as eps grows: a robust model stays near its eps-0 "
-            f"value; below 0.5 the attack has turned the ranking around.")
+    fgsm = (f"{name} under FGSM on {split}: each pixel moved by eps in the direction that raises the loss on "
+            f"the true label (the sign of its gradient). Look at how fast the AUROC falls as eps grows: a robust "
+            f"model stays near its eps-0 value; below 0.5 the attack has turned the ranking around.")
     result = {"fgsm.png": fgsm, "fgsm.json": f"The FGSM curve's numbers: AUROC on {split} at each eps."}
     for file, (meme_id, label) in saliency_files.items():
         result[file] = (f"Input-gradient saliency of {name} on meme {meme_id} (label {label}): the brighter, the "

@@ -20,7 +20,8 @@ ROOT = Path(__file__).parents[1]
 def run_data(lr: float, width: int, aurocs: dict[str, dict[str, float]], status: str = "Success") -> dict:
     params = {"train": {"clip_fusion": {"loop": {"lr": lr, "epochs": 3}, "model": {"projection_dim": width}}},
               "fetch": {"source": "synthetic"}}
-    metrics = {f"eval/{model}/metrics.json": {"data": {split: {"auroc": value, "n": 50} for split, value in splits.items()}}
+    metrics = {f"eval/{model}/metrics.json": {"data": {split: {"auroc": value, "n": 50}
+                                                       for split, value in splits.items()}}
                for model, splits in aurocs.items()}
     return {"rev": "x", "params": {"params.yaml": {"data": params}}, "metrics": metrics, "status": status}
 
@@ -45,7 +46,8 @@ def test_every_run_a_row_every_model_a_column_and_only_the_params_that_differ(tm
     assert result["params"] == ["train.clip_fusion.loop.lr", "train.clip_fusion.model.projection_dim"]
     assert result["splits"] == ["dev_seen", "test_unseen"]
     markdown = (tmp_path / "compare.md").read_text()
-    assert "| experiment | clip_fusion | mmbt | train.clip_fusion.loop.lr | train.clip_fusion.model.projection_dim |" in markdown
+    header = "| experiment | clip_fusion | mmbt | train.clip_fusion.loop.lr | train.clip_fusion.model.projection_dim |"
+    assert header in markdown
     assert "| wide | 0.860 | 0.700 | 0.002 | 48 |" in markdown and "| main | 0.810 | 0.700 | 0.001 | 32 |" in markdown
     assert markdown.index("dev_seen (choose settings here)") < markdown.index("test_unseen (read only to report")
     assert "epochs" not in markdown  # the same in every run

@@ -110,7 +110,8 @@ def plot_split(experiments: list[Experiment], split: str, models: list[str], pat
     axes = figure.subplots()
     markers = "osD^vP*Xh<>p"
     for index, model in enumerate(models):
-        points = [(e.aurocs[model][split], row) for row, e in enumerate(experiments) if split in e.aurocs.get(model, {})]
+        points = [(e.aurocs[model][split], row) for row, e in enumerate(experiments)
+                  if split in e.aurocs.get(model, {})]
         if points:
             x, y = zip(*points, strict=True)
             axes.scatter(x, y, marker=markers[index % len(markers)], s=45, label=model, zorder=3)

@@ -13,13 +13,12 @@ numpy only (no torch, scipy or scikit-learn): the evaluate stage starts in a fra
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-
-import json
 
 import numpy as np
 
@@ -124,5 +123,9 @@ def write_evaluation(out: Path, predictions: dict[str, Predictions], dev_split: 
 
 def read_seed_folders(predictions_dir: Path, splits: list[str], expected_ids: dict[str, list[int]]) -> dict:
     """{seed: predictions} from predictions/seeds/<seed>/ (empty when the model was trained from one seed)."""
-    folders = sorted((p for p in (Path(predictions_dir) / "seeds").glob("*") if p.is_dir()), key=lambda p: int(p.name))
-    return {folder.name: read_predictions_folder(folder, splits, expected_ids) for folder in folders}
+    folders = [p for p in (Path(predictions_dir) / "seeds").glob("*") if p.is_dir()]
+    for folder in folders:
+        if not folder.name.isdigit():
+            raise ValueError(f"{folder}: not a seed's folder (predictions/seeds/<seed>/, the seed a number)")
+    return {folder.name: read_predictions_folder(folder, splits, expected_ids)
+            for folder in sorted(folders, key=lambda p: int(p.name))}

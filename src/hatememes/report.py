@@ -661,8 +661,9 @@ def split_rows(summary: dict, split: str) -> tuple[list[str], list[list[str]]]:
         delong = entry.get("delong_vs_best") or {}
         tests = ["best", "best"] if best else [fmt_p(delong.get("p")), fmt_p(delong.get("p_holm"))]
         averaged = (entry.get("seeds") or {}).get("averaged")
-        rows.append([f"★ {name}" if best else name, auroc_cell(entry),
-                     MISSING if averaged is None else auroc_cell({"auroc": averaged["auroc"], "auroc_ci95": averaged["ci"]}),
+        averaged_cell = MISSING if averaged is None else auroc_cell({"auroc": averaged["auroc"],
+                                                                      "auroc_ci95": averaged["ci"]})
+        rows.append([f"★ {name}" if best else name, auroc_cell(entry), averaged_cell,
                      fmt(entry.get("accuracy")), fmt(entry.get("f1")), fmt(entry.get("threshold")),
                      fmt(entry.get("accuracy_at_0.5")), fmt(entry.get("f1_at_0.5")), fmt(entry.get("ece")),
                      str(entry.get("n", MISSING)), *tests])
