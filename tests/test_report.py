@@ -18,7 +18,15 @@ from sklearn.metrics import roc_auc_score
 
 from conftest import write_official
 from hatememes.metrics import Predictions, delong_test, write_metrics, write_predictions
-from hatememes.report import ReportParams, auroc_cell, draw_roc_panels, holm_adjust, load_run, results_markdown
+from hatememes.report import (
+    ReportParams,
+    auroc_cell,
+    draw_reliability_panels,
+    draw_roc_panels,
+    holm_adjust,
+    load_run,
+    results_markdown,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
 import report as report_stage  # noqa: E402  pipelines/report.py
@@ -303,15 +311,18 @@ def test_tables_follow_the_headline_auroc_grouped_by_family(tree):
         assert re.search(folded, page, re.DOTALL)
 
 
-def test_roc_small_multiples_one_panel_per_family(tree):
+@pytest.mark.parametrize(("draw", "reference"), [(draw_roc_panels, "chance"),
+                                                 (lambda *a: draw_reliability_panels(*a, n_bins=5), "calibrated")])
+def test_roc_and_reliability_small_multiples_one_panel_per_family(tree, draw, reference):
     root, summary, _ = tree
     runs = [load_run(root / "eval", name, ReportParams()) for name in summary["models"]]
     families = dict(FAMILY, my_probe="fusion")  # two models in one panel
-    figure = draw_roc_panels(runs, "dev_seen", summary["models"], families)
+    figure = draw(runs, "dev_seen", summary["models"], families)
     panels = {axes.get_title(): axes for axes in figure.axes}
     assert sorted(panels) == sorted(set(families.values()))
     for family, axes in panels.items():
-        curves = [line for line in axes.get_lines() if line.get_label() != "chance"]
+        curves = [line for line in axes.get_lines() if line.get_label() != reference]
+        assert len(axes.get_lines()) == len(curves) + 1  # the diagonal, once a panel
         members = [m for m in summary["models"] if families[m] == family]
         assert [line.get_label().split()[0] for line in curves] == members
         styles = [(line.get_color(), line.get_linestyle()) for line in curves]

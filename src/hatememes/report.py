@@ -331,10 +331,11 @@ def plot_headline(headline: dict, colours: dict[str, str], path: Path) -> None:
 LINESTYLES = ("-", "--", ":", "-.")
 
 
-def draw_roc_panels(runs: list[ModelRun], split: str, order: list[str], families: dict[str, str]) -> Figure:
-    """ROC curves on one split as small multiples, one panel per family (in the order `order` first names
-    them). Within a panel the k-th curve takes colour k mod 10 and line style k mod 4, so no two curves share
-    both up to 20 models a family."""
+def family_panels(runs: list[ModelRun], split: str, order: list[str], families: dict[str, str], title: str,
+                  draw) -> Figure:
+    """Small multiples on one split, one panel per family (in the order `order` first names them), for the
+    models with an AUROC there. `draw(axes, run, colour, linestyle)` draws one model: within a panel the k-th
+    takes colour k mod 10 and line style k mod 4, so no two share both up to 20 models a family."""
     by_name = {run.name: run for run in runs}
     scored = [n for n in order if by_name[n].metrics.get(split, {}).get("auroc") is not None]
     groups = {}
@@ -343,20 +344,51 @@ def draw_roc_panels(runs: list[ModelRun], split: str, order: list[str], families
     columns = min(3, len(groups))
     rows = -(-len(groups) // columns)  # ceil
     figure = new_figure(4.2 * columns, 4.2 * rows + 0.4)
-    figure.suptitle(f"ROC by family, {split}")
+    figure.suptitle(title)
     for index, (family, names) in enumerate(groups.items()):
         axes = figure.add_subplot(rows, columns, index + 1)
         for k, name in enumerate(names):
-            labelled = by_name[name].predictions[split].labelled
-            fpr, tpr = roc_points(labelled.labels, labelled.probs)
-            auroc = by_name[name].metrics[split]["auroc"]
-            axes.plot(fpr, tpr, color=f"C{k % 10}", linestyle=LINESTYLES[k % len(LINESTYLES)], linewidth=1.6,
-                      label=f"{name} ({auroc:.3f})")
-        axes.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=0.8, label="chance")
-        axes.set(xlabel="false positive rate", ylabel="true positive rate", title=family, aspect="equal",
-                 xlim=(0, 1), ylim=(0, 1))
-        axes.legend(fontsize=8, loc="lower right")
+            draw(axes, by_name[name], f"C{k % 10}", LINESTYLES[k % len(LINESTYLES)])
+        axes.set_title(family)
     return figure
+
+
+def draw_roc_panels(runs: list[ModelRun], split: str, order: list[str], families: dict[str, str]) -> Figure:
+    """ROC curves on one split as small multiples, one panel per family (`family_panels`)."""
+
+    def draw(axes, run: ModelRun, colour: str, linestyle: str) -> None:
+        labelled = run.predictions[split].labelled
+        fpr, tpr = roc_points(labelled.labels, labelled.probs)
+        axes.plot(fpr, tpr, color=colour, linestyle=linestyle, linewidth=1.6,
+                  label=f"{run.name} ({run.metrics[split]['auroc']:.3f})")
+        if not any(line.get_label() == "chance" for line in axes.get_lines()):
+            axes.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=0.8, label="chance")
+        axes.set(xlabel="false positive rate", ylabel="true positive rate", aspect="equal", xlim=(0, 1),
+                 ylim=(0, 1))
+        axes.legend(fontsize=8, loc="lower right")
+
+    return family_panels(runs, split, order, families, f"ROC by family, {split}", draw)
+
+
+def draw_reliability_panels(runs: list[ModelRun], split: str, order: list[str], families: dict[str, str],
+                            n_bins: int) -> Figure:
+    """Reliability diagrams on one split, one panel per family (`family_panels`): per model, the fraction of
+    hateful memes against the mean predicted P in each of `n_bins` equal-width bins, with its ECE."""
+
+    def draw(axes, run: ModelRun, colour: str, linestyle: str) -> None:
+        labelled = run.predictions[split].labelled
+        bins = [b for b in calibration_bins(labelled.labels, labelled.probs, n_bins) if b["count"]]
+        ece = run.metrics[split].get("ece")
+        axes.plot([b["mean_proba"] for b in bins], [b["fraction_hateful"] for b in bins], marker="o",
+                  markersize=4, color=colour, linestyle=linestyle, linewidth=1.4,
+                  label=run.name if ece is None else f"{run.name} (ECE {ece:.3f})")
+        if not any(line.get_label() == "calibrated" for line in axes.get_lines()):
+            axes.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=0.8, label="calibrated")
+        axes.set(xlabel="mean predicted P(hateful)", ylabel="fraction hateful", aspect="equal", xlim=(0, 1),
+                 ylim=(0, 1))
+        axes.legend(fontsize=8, loc="upper left")
+
+    return family_panels(runs, split, order, families, f"Reliability by family, {split}", draw)
 
 
 def plot_roc(runs: list[ModelRun], split: str, order: list[str], families: dict[str, str], path: Path) -> None:
@@ -382,21 +414,10 @@ def plot_auroc_bars(runs: list[ModelRun], splits: list[str], path: Path) -> None
     figure.savefig(path)
 
 
-def plot_calibration(runs: list[ModelRun], split: str, n_bins: int, path: Path) -> None:
-    figure = new_figure(5.5, 5)
-    axes = figure.add_subplot()
-    for run in runs:
-        if split in run.metrics and split in run.predictions:
-            labelled = run.predictions[split].labelled
-            bins = [b for b in calibration_bins(labelled.labels, labelled.probs, n_bins) if b["count"]]
-            ece = run.metrics[split].get("ece")
-            label = run.name if ece is None else f"{run.name} (ECE {ece:.3f})"
-            axes.plot([b["mean_proba"] for b in bins], [b["fraction_hateful"] for b in bins], "o-", label=label)
-    axes.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="perfect calibration")
-    axes.set(xlabel="mean predicted P(hateful)", ylabel="fraction hateful", title=f"Reliability, {split}",
-             xlim=(0, 1), ylim=(0, 1), aspect="equal")
-    axes.legend(fontsize=8, loc="upper left")
-    figure.savefig(path)
+def plot_calibration(runs: list[ModelRun], split: str, order: list[str], families: dict[str, str], n_bins: int,
+                     path: Path) -> None:
+    """`draw_reliability_panels`, saved to `path`."""
+    draw_reliability_panels(runs, split, order, families, n_bins).savefig(path)
 
 
 # ----- error gallery
@@ -557,9 +578,11 @@ def write_figures(runs: list[ModelRun], summary: dict, params: ReportParams, plo
         figures.append((f"ROC curves, {split}, one panel per family: the nearer a curve comes to the top left "
                         "corner the better; a curve on the grey diagonal is at chance", plots / f"roc_{split}.png"))
     for split in evaluated:
-        plot_calibration(runs, split, params.calibration_bins, plots / f"calibration_{split}.png")
-        figures.append((f"Reliability diagram, {split}: points on the diagonal are calibrated; points below it "
-                        "mean the model says hateful more often than memes are", plots / f"calibration_{split}.png"))
+        plot_calibration(runs, split, table_order(summary), summary["families"], params.calibration_bins,
+                         plots / f"calibration_{split}.png")
+        figures.append((f"Reliability diagrams, {split}, one panel per family: points on the diagonal are "
+                        "calibrated; points below it mean the model says hateful more often than memes are",
+                        plots / f"calibration_{split}.png"))
     for split, gallery in summary["galleries"].items():
         path = plots / f"errors_{split}.png"
         plot_gallery(gallery["cases"], params.thumbnail_px, f"{gallery['model']} on {split}: confident errors", path)
