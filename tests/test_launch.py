@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-from repo_copy import commit, copy_repository, keep_one_model, run  # noqa: E402
+from repo_copy import cheap_copy, run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 MODEL = "clip_fusion"
@@ -32,14 +32,7 @@ TWO_WORKERS = "configs/accelerate/cpu_2.yaml"
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory) -> Path:
-    from hatememes.params import compose
-
-    repository = copy_repository(tmp_path_factory.mktemp("launch") / "hatememes")
-    compose(CHEAP, repository / "conf", repository / "params.yaml")
-    keep_one_model(repository, MODEL)
-    (repository / "dvc.lock").unlink()
-    shutil.rmtree(repository / "eval", ignore_errors=True)
-    commit(repository, "the cheap setup")
+    repository = cheap_copy(tmp_path_factory.mktemp("launch") / "hatememes", MODEL, CHEAP, "the cheap setup")
     return repository
 
 

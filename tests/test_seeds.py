@@ -6,7 +6,6 @@ scikit-learn and numpy. On a fresh copy with the cheap clip_fusion setup, throug
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-from repo_copy import commit, copy_repository, keep_one_model, run  # noqa: E402
+from repo_copy import cheap_copy, run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 MODEL = "clip_fusion"
@@ -27,14 +26,7 @@ CHEAP = ["fetch.synthetic.scale=0.02", "fetch.synthetic.pretrain_pairs=400", "pr
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory) -> Path:
-    from hatememes.params import compose
-
-    repository = copy_repository(tmp_path_factory.mktemp("seeds") / "hatememes")
-    compose(CHEAP, repository / "conf", repository / "params.yaml")
-    keep_one_model(repository, MODEL)
-    (repository / "dvc.lock").unlink()
-    shutil.rmtree(repository / "eval", ignore_errors=True)
-    commit(repository, "the cheap setup, two seeds")
+    repository = cheap_copy(tmp_path_factory.mktemp("seeds") / "hatememes", MODEL, CHEAP, "the cheap setup, two seeds")
     run(["dvc", "repro"], repository, timeout=1800)
     return repository
 

@@ -50,3 +50,17 @@ def keep_one_model(repository: Path, model: str) -> None:
         for stage in ("train", "evaluate"):  # one foreach mapping (a YAML alias): each key goes once
             for name in [name for name in pipeline["stages"][stage]["foreach"] if name != model]:
                 del pipeline["stages"][stage]["foreach"][name]
+
+
+def cheap_copy(destination: Path, model: str, overrides: list[str], message: str) -> Path:
+    """A committed copy whose params.yaml is the demo's with `overrides` (Hydra `key=value`), with `model` as
+    its only model and no dvc.lock or eval/ from the demo run: a cheap pipeline for `dvc repro` tests."""
+    from hatememes.params import compose
+
+    repository = copy_repository(destination)
+    compose(overrides, repository / "conf", repository / "params.yaml")
+    keep_one_model(repository, model)
+    (repository / "dvc.lock").unlink()
+    shutil.rmtree(repository / "eval", ignore_errors=True)
+    commit(repository, message)
+    return repository
