@@ -4,17 +4,27 @@ A dead model passes "AUROC ≤ 0.65 on the pair rule". So each of them is also t
 once more, the same model class on the same features with its own params, on a label that its modality
 does carry, and must reach `CONTROL_BAR` on test_unseen:
 
-    clip_linear_image                                   is the picture's object one of GROUP (4 of the 8)?
+    clip_linear_image                                   is the picture's object k? once for each of the 8
+                                                        objects, AUROCs averaged (one-vs-rest macro AUROC)
+    clip_linear_text                                    is the caption's object k? (the same, 8 objects)
+    clip_zeroshot (image and text margins, averaged)    the same question, asked with the prompt "a <k>."
+                                                        against the other 7 objects' prompts, on the memes
+                                                        whose picture and caption agree on the answer
     course_cnn                                          is the picture's object red or blue? (the numpy CNN,
                                                         10 epochs of its recipe, does not learn shapes: even
                                                         objects reached dev_seen / dev_unseen 0.59 / 0.43,
                                                         star against the rest 0.88 / 0.82; colour 1.0 / 1.0,
                                                         and 1.0 / 1.0 after the demo's 5 epochs)
-    text models (clip_linear_text, course_lstm, ...)    is the caption's object one of GROUP?
-    clip_zeroshot (image and text margins, averaged)    the same question, asked with object prompts, on the
-                                                        memes whose picture and caption agree on the answer
+    course_lstm, course_transformer                     is the caption's object one of GROUP (4 of the 8)?
     llava_zeroshot                                      "Does the text name the shape in the image?"
                                                         (yes iff the caption's object is the picture's)
+
+Why one object against the rest for the tiny CLIP's embeddings: they cluster the 8 objects on the unit
+sphere, and a cap cuts one cluster from the others, while no hyperplane need cut 4 clusters from 4. The
+4-of-8 label, chosen on world 0, failed in CI's worlds 356 and 651 (test_unseen 0.72-0.87, dev 0.74-0.85);
+these labels reached dev_seen / dev_unseen ≥ 0.977 (linear) and ≥ 0.940 (zero-shot) in worlds 0, 23, 88,
+150, 356 and 651 (`python benchmarks/controls.py`, docs/measurements.md). The course text networks learn
+the caption's words, and 4 of 8 holds for them in every world measured.
 
 The concepts come from the synthetic generator with the reproduced world's `fetch.synthetic` params, and
 must give back every meme's id, text and label: a control never runs on a world other than the one fetched.
@@ -35,9 +45,8 @@ from hatememes.metrics import auroc
 from hatememes.params import load_params, section
 
 CONTROL_BAR = 0.90
-# every other object: circle, triangle, cross, diamond. Chosen on the dev splits of world 0: a linear probe
-# of the tiny CLIP's image features reached dev_seen / dev_unseen AUROC 0.95 / 0.95 on it, 0.87 / 0.83 on
-# the first four objects (one object against the rest: 0.99-1.00)
+# every other object: circle, triangle, cross, diamond (chosen on the dev splits of world 0; for the course
+# text networks only, see the docstring)
 GROUP = range(0, len(OBJECTS), 2)
 MATCH_PROMPT = ('USER: <image>\nThis is an image with: "{text}" written on it. Does the text name the shape in '
                 "the image? Answer yes or no. ASSISTANT:")
@@ -52,10 +61,6 @@ class Control:
     config: dict = field(default_factory=dict)
 
 
-def image_in_group(meme: SyntheticMeme) -> int:
-    return int(meme.image_concept in GROUP)
-
-
 def image_red_or_blue(meme: SyntheticMeme) -> int:
     return int(meme.scene.color in ("red", "blue"))
 
@@ -64,21 +69,32 @@ def text_in_group(meme: SyntheticMeme) -> int:
     return int(meme.text_concept in GROUP)
 
 
-def groups_agree(meme: SyntheticMeme) -> bool:
-    return (meme.text_concept in GROUP) == (meme.image_concept in GROUP)
+def image_is(k: int) -> Control:
+    return Control(lambda meme: int(meme.image_concept == k))
 
 
-CONTROLS = {
-    "clip_linear_image": Control(image_in_group),
-    "course_cnn": Control(image_red_or_blue),
-    "clip_linear_text": Control(text_in_group),
-    "course_lstm": Control(text_in_group),
-    "course_transformer": Control(text_in_group),
-    "clip_zeroshot": Control(image_in_group, keep=groups_agree, config={
-        "hateful_prompts": tuple(f"a {OBJECTS[k]}." for k in GROUP),
-        "benign_prompts": tuple(f"a {name}." for k, name in enumerate(OBJECTS) if k not in GROUP)}),
-    "llava_zeroshot": Control(lambda meme: int(meme.text_concept == meme.image_concept),
-                              config={"prompt": MATCH_PROMPT}),
+def text_is(k: int) -> Control:
+    return Control(lambda meme: int(meme.text_concept == k))
+
+
+def prompted_object(k: int) -> Control:
+    """Zero-shot "is the object k?": k's prompt against the others', on memes whose two objects agree on it."""
+    return Control(lambda meme: int(meme.image_concept == k),
+                   keep=lambda meme: (meme.text_concept == k) == (meme.image_concept == k),
+                   config={"hateful_prompts": (f"a {OBJECTS[k]}.",),
+                           "benign_prompts": tuple(f"a {name}." for j, name in enumerate(OBJECTS) if j != k)})
+
+
+# model -> its controls; with several, the score is their mean AUROC
+CONTROLS: dict[str, tuple[Control, ...]] = {
+    "clip_linear_image": tuple(image_is(k) for k in range(len(OBJECTS))),
+    "clip_linear_text": tuple(text_is(k) for k in range(len(OBJECTS))),
+    "clip_zeroshot": tuple(prompted_object(k) for k in range(len(OBJECTS))),
+    "course_cnn": (Control(image_red_or_blue),),
+    "course_lstm": (Control(text_in_group),),
+    "course_transformer": (Control(text_in_group),),
+    "llava_zeroshot": (Control(lambda meme: int(meme.text_concept == meme.image_concept),
+                               config={"prompt": MATCH_PROMPT}),),
 }
 
 
@@ -104,7 +120,15 @@ def relabelled(items: MemeItems, table: dict[int, SyntheticMeme], control: Contr
 
 
 def control_auroc(root: Path, name: str, out: Path, split: str = "test_unseen") -> float:
-    """`name` fitted (or built) on the control's train labels, scored on `split`: AUROC against them."""
+    """`name` fitted (or built) on each of its controls' train labels and scored on `split`: the mean AUROC."""
+    params, table = load_params(root / "params.yaml"), concepts(root)
+    return float(np.mean([fitted_auroc(root, params, table, name, control, out / str(n), split)
+                          for n, control in enumerate(CONTROLS[name])]))
+
+
+def fitted_auroc(root: Path, params: dict, table: dict[int, SyntheticMeme], name: str, control: Control, out: Path,
+                 split: str) -> float:
+    """`name` fitted (or built) on one control's train labels, scored on `split`: AUROC against them."""
     import torch
     from torch import nn
 
@@ -113,8 +137,6 @@ def control_auroc(root: Path, name: str, out: Path, split: str = "test_unseen") 
     from hatememes.models import BuildContext, get_model_class
     from hatememes.training import LoopParams, train
 
-    params = load_params(root / "params.yaml")
-    control, table = CONTROLS[name], concepts(root)
     model_class = get_model_class(name)
     config = section(params, f"train.{name}.model", model_class.Config)
     config = dataclasses.replace(config, **control.config)
