@@ -37,6 +37,7 @@ from hatememes.launch import relaunch
 from hatememes.models import MODELS, BuildContext, get_model_class
 from hatememes.process import exit_after
 from hatememes.progress import quiet_library_bars
+from hatememes.threads import cpu_threads
 from hatememes.training import LoopParams, train, train_params
 
 
@@ -56,17 +57,28 @@ def main(argv: list[str] | None = None) -> int:
         params = P.from_arguments(args)
         relaunch(params, __file__, sys.argv[1:] if argv is None else argv)
         seeds = more_seeds(params, args.model)  # checked before anything trains
-        model = fit_and_save(args.model, params, args.memes, args.features, out)
-        score_and_save(model, args.model, params, args.memes, args.features, predictions)
-        for seed in seeds:  # the same model from scratch: predictions for the report's mean ± sd
-            replica_params = with_seed(params, args.model, seed)
-            replica = fit_and_save(args.model, replica_params, args.memes, args.features, out / "seeds" / str(seed),
-                                   save=False)
-            score_and_save(replica, args.model, replica_params, args.memes, args.features,
-                           predictions / "seeds" / str(seed))
+        with cpu_threads(loop_threads(params, args.model)):
+            model = fit_and_save(args.model, params, args.memes, args.features, out)
+            score_and_save(model, args.model, params, args.memes, args.features, predictions)
+            for seed in seeds:  # the same model from scratch: predictions for the report's mean ± sd
+                replica_params = with_seed(params, args.model, seed)
+                replica = fit_and_save(args.model, replica_params, args.memes, args.features,
+                                       out / "seeds" / str(seed), save=False)
+                score_and_save(replica, args.model, replica_params, args.memes, args.features,
+                               predictions / "seeds" / str(seed))
     except Exception as error:
         return report_write_error("train", out, error)
     return 0
+
+
+def loop_threads(params: dict, name: str) -> int:
+    """`train.<name>.loop.threads` (0 for fitted models, which have no loop): torch's CPU threads for the stage."""
+    if "loop" not in params["train"][name]:
+        return 0
+    threads = P.section(params, f"train.{name}.loop", LoopParams).threads
+    if threads < 0:
+        raise P.ParamsError(f"train.{name}.loop.threads = {threads}: 1 or more, or 0 for torch's own count")
+    return threads
 
 
 def more_seeds(params: dict, name: str) -> list[int]:

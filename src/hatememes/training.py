@@ -65,6 +65,9 @@ class LoopParams:
     checkpoint_every: int = 100  # optimizer steps
     keep_checkpoints: int = 1  # the newest complete checkpoints kept
     num_workers: int = 0
+    # torch CPU threads while the model trains and scores (0: torch's own count, every core). 1 makes a
+    # model of many small matrix products reproducible on CPU where 2 MKL threads were not (course_lstm)
+    threads: int = 0
     seed: int = 0
     # more seeds to train the same model with, from scratch (initial weights and batches follow the seed):
     # their predictions go beside the model's (predictions/seeds/<seed>/), for the report's mean ± sd; the
