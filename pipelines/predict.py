@@ -74,7 +74,7 @@ def compute_features(extractors: dict, root: Path, memes: list, batch_size: int 
     import torch
 
     from hatememes.data.memes import load_rgb
-    from hatememes.data.readers import FEATURE_TENSORS
+    from hatememes.data.readers import feature_items
     from hatememes.progress import progress
 
     features = {}
@@ -87,8 +87,8 @@ def compute_features(extractors: dict, root: Path, memes: list, batch_size: int 
             stacked = {key: torch.stack([row[key] for row in rows]) for key in rows[0]}
             with torch.inference_mode():
                 chunks.append(extractor.encode(stacked))
-        features.update({key: torch.cat([encoded[stored] for encoded in chunks]).float()
-                         for key, stored in FEATURE_TENSORS[name].items()})
+        stored = {tensor: torch.cat([encoded[tensor] for encoded in chunks]).float() for tensor in chunks[0]}
+        features.update(feature_items(name, stored))
     return features
 
 

@@ -38,7 +38,8 @@ class FrozenImageFusion(ClipFusion):
 
 def frozen_fusion() -> FrozenImageFusion:
     torch.manual_seed(0)  # what a rerun does: the same base, the same initial weights
-    return FrozenImageFusion.build(ClipFusionConfig(projection_dim=32, pre_output_dim=32, dropout=0.1),
+    return FrozenImageFusion.build(ClipFusionConfig(projection_dim=32, pre_output_dim=32,
+                                                    drop_probs=(0.1, 0.0, 0.1)),
                                    BuildContext(feature_meta={"clip": {"dim": 16}}))
 
 

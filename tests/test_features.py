@@ -200,3 +200,58 @@ def test_every_decode_plan_gives_the_rows_in_order(memes):
     for name in rows[0]:
         assert len(rows[0][name]) == len(split)
         torch.testing.assert_close(rows[1][name], rows[0][name], rtol=0, atol=1e-6)
+
+
+def test_pooled_outputs_are_the_towers_outputs_before_their_projections(memes, tmp_path):
+    """features.clip.pooled (Hate-CLIPper reads CLIP's pooler_output): the stored pooled rows, projected by the
+    model's own matrices, are the embeddings; the image row is the trunk's pooled, ln_post-ed tokens;
+    the model's projections are back in place after each batch; the stage stores and the reader gives them."""
+    from hatememes.data.readers import load_items
+
+    torch.manual_seed(0)
+    extractor = ClipExtractor(ClipParams(model="tiny-vit", pretrained="", pooled=True))
+    width = extractor.model.visual.proj.shape[0]
+    assert (extractor.meta["image_pooled_dim"], extractor.meta["text_pooled_dim"]) == (
+        width, extractor.model.text_projection.shape[0])
+    meme = read_split(memes, "dev_unseen")[0]
+    inputs = extractor.preprocess(load_rgb(memes / meme.img), meme.text)
+    batch = {"pixel_values": inputs["pixel_values"][None], "input_ids": inputs["input_ids"][None]}
+    with torch.inference_mode():
+        rows = extractor.encode(batch)
+        visual = extractor.model.visual  # ln_post, then the class token (HF's pooler_output) or the patches' mean
+        tokens = visual.ln_post(visual.transformer(visual._embeds(batch["pixel_values"])))
+        pooled = tokens[:, 1:].mean(dim=1) if visual.pool_type == "avg" else tokens[:, 0]  # tiny-vit: avg
+        assert isinstance(extractor.model.visual.proj, torch.nn.Parameter)  # restored
+        image = extractor.model.encode_image(batch["pixel_values"])
+        text = extractor.model.encode_text(batch["input_ids"])
+    torch.testing.assert_close(rows["image_pooled"], pooled, atol=1e-5, rtol=1e-5)
+    assert rows["text_pooled"].shape == (1, extractor.meta["text_pooled_dim"])
+    torch.testing.assert_close(rows["image"], image, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(rows["text"], text, atol=1e-6, rtol=1e-6)
+    out = tmp_path / "clip"
+    assert features_stage.main(["clip", "--memes", str(memes), "--out", str(out), *RANDOM, "--set",
+                                "features.clip.model=tiny-vit", "--set", "features.clip.pooled=true"]) == 0
+    items = load_items(memes, {"clip": out}, "dev_unseen", ("clip",))
+    assert items[0]["clip_image_pooled"].shape == (width,) and items[0]["clip_image"].shape == (
+        extractor.meta["dim"],)
+
+
+def test_pooled_outputs_of_a_tower_without_a_separate_projection_are_refused():
+    with pytest.raises(ValueError, match="features.clip.pooled: open_clip model 'tiny-rn' .ModifiedResNet"):
+        ClipExtractor(ClipParams(model="tiny-rn", pretrained="", pooled=True))
+
+
+def test_squash_resize_keeps_both_sides_of_a_wide_meme():
+    """resize_mode squash (Hate-CLIPper's loader) resizes the whole image to the square; the model's own
+    "shortest" centre-crops it and cuts off the sides."""
+    from PIL import Image
+
+    image = Image.new("RGB", (300, 100), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 30, 100))  # a red strip on the left tenth
+    red = {}
+    for mode in ("", "squash"):
+        extractor = ClipExtractor(ClipParams(model="tiny-vit", pretrained="", resize_mode=mode))
+        pixels = extractor.preprocess(image, "a meme")["pixel_values"]  # (3, S, S), normalised
+        red[mode] = bool(pixels[0, :, 0].mean() > pixels[2, :, 0].mean())  # the left column: red over blue?
+        assert pixels.shape[1] == pixels.shape[2]
+    assert red == {"": False, "squash": True}

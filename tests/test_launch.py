@@ -26,7 +26,7 @@ MODEL = "clip_fusion"
 CHEAP = ["fetch.synthetic.scale=0.02", "fetch.synthetic.pretrain_pairs=400", "pretrain.epochs=1",
          "pretrain.probe_pairs=100", "pretrain_llava.enabled=false", "evaluate.n_boot=100",
          f"train.{MODEL}.loop.epochs=2", f"train.{MODEL}.model.projection_dim=32",
-         f"train.{MODEL}.model.pre_output_dim=32", f"train.{MODEL}.model.dropout=0.0"]
+         f"train.{MODEL}.model.pre_output_dim=32", f"train.{MODEL}.model.drop_probs=[0.0,0.0,0.0]"]
 TWO_WORKERS = "configs/accelerate/cpu_2.yaml"
 
 

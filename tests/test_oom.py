@@ -39,7 +39,8 @@ class SmallDeviceFusion(ClipFusion):
 
 def fusion(limit: int = 10**9, grace: int = 0) -> SmallDeviceFusion:
     torch.manual_seed(0)  # the same initial weights for every model of a test
-    model = SmallDeviceFusion.build(ClipFusionConfig(projection_dim=32, pre_output_dim=32, dropout=0.1),
+    model = SmallDeviceFusion.build(ClipFusionConfig(projection_dim=32, pre_output_dim=32,
+                                                     drop_probs=(0.1, 0.0, 0.1)),
                                     BuildContext(feature_meta={"clip": {"dim": 16}}))
     model.limit, model.grace = limit, grace
     return model

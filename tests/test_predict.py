@@ -30,17 +30,25 @@ from hatememes.data.memes import BadRecordsError  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
+# Hate-CLIPper as its authors read CLIP: a ViT's pooled outputs before the projections, squash-resized
+POOLED = ["--set", "features.clip.model=tiny-vit", "--set", "features.clip.pooled=true", "--set",
+          "features.clip.resize_mode=squash", "--set", "train.clip_fusion.model.embeddings=pooled"]
+
+
+def train_and_evaluate(root: Path, *extra: str) -> dict:
     """fetch -> features clip (random tiny CLIP) -> train clip_fusion -> evaluate, in process."""
-    root = tmp_path_factory.mktemp("predict")
     memes, features = fetched(root), root / "features"
     model, evaluation = root / "models" / "clip_fusion", root / "eval" / "clip_fusion"
     assert features_stage.main(["clip", "--params", str(PARAMS), "--memes", str(memes), "--out",
-                                str(features / "clip"), *RANDOM_CLIP]) == 0
-    assert train_main(train_args(memes, features, model, *RANDOM_CLIP)) == 0
+                                str(features / "clip"), *RANDOM_CLIP, *extra]) == 0
+    assert train_main(train_args(memes, features, model, *RANDOM_CLIP, *extra)) == 0
     assert evaluate_main(evaluate_args(memes, model, evaluation)) == 0
     return {"root": root, "memes": memes, "model": model, "eval": evaluation}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    return train_and_evaluate(tmp_path_factory.mktemp("predict"))
 
 
 def scored_by_evaluate(trained: dict, split: str) -> dict[int, float]:
@@ -70,6 +78,15 @@ def test_a_folder_gives_one_json_line_per_meme_as_evaluate_scored_it(trained, ca
         assert set(line) == {"id", "proba", "label", "model", "split"} and line["model"] == "clip_fusion"
         assert line["proba"] == pytest.approx(scored_by_evaluate(trained, line["split"])[line["id"]], abs=1e-6)
         assert line["label"] == int(line["proba"] >= threshold)
+
+
+def test_a_model_on_pooled_clip_outputs_predicts_as_evaluate_scored(tmp_path, capsys):
+    """predict extracts the pooled outputs the model was trained on (the features params it recorded)."""
+    trained = train_and_evaluate(tmp_path, *POOLED)
+    assert json.loads((trained["model"] / "config.json").read_text())["embeddings"] == "pooled"
+    lines = [json.loads(line) for line in predict(trained, "--input", str(trained["memes"]), capsys=capsys)]
+    for line in lines:
+        assert line["proba"] == pytest.approx(scored_by_evaluate(trained, line["split"])[line["id"]], abs=1e-6)
 
 
 def test_a_jsonl_file_without_ids_and_the_single_meme_form_agree(trained, capsys, tmp_path):

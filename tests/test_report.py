@@ -412,3 +412,20 @@ def test_a_cell_shows_the_seeds_mean_and_sd_after_the_model_s_own_auroc():
              "seeds": {"runs": 3, "mean": 0.905, "sd": 0.0061, "averaged": {"auroc": 0.92, "ci": [0.89, 0.95]}}}
     assert auroc_cell(entry) == "0.912 [0.880, 0.940]; 3 seeds 0.905 ± 0.006"
     assert auroc_cell({"auroc": 0.912, "auroc_ci95": [0.88, 0.94]}) == "0.912 [0.880, 0.940]"
+
+
+def test_hate_clipper_s_deviations_are_read_off_the_params(tmp_path):
+    """The full profile's clip_fusion is the authors' run but for the weight decay of biases and norms; each
+    setting changed away from it gets its clause, generated from the resolved params."""
+    from hatememes.params import compose, load_params
+    from hatememes.report import hateclipper_differs
+
+    full = load_params(compose(["profile=full"], Path(__file__).parents[1] / "conf", tmp_path / "params.yaml"))
+    weight_decay = "no weight decay on biases and norms (they decay every parameter)"
+    assert hateclipper_differs(full, "clip_fusion") == weight_decay
+    full["train"]["clip_fusion"]["loop"]["lr"] = 2.0e-4
+    full["train"]["clip_fusion"]["model"]["fusion"] = "cross"
+    full["features"]["clip"]["resize_mode"] = ""
+    clauses = hateclipper_differs(full, "clip_fusion").split("; ")
+    assert clauses[:2] == ["features.clip.resize_mode  (theirs squash)", "loop.lr 0.0002 (theirs 0.0001)"]
+    assert "model.projection_dim 1024 (theirs 32)" in clauses and len(clauses) == 5

@@ -162,6 +162,11 @@ def convert(hint: Any, value: Any, where: str, key: str) -> Any:
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):
             fail("a list")
+        if origin is tuple and len(args) > 1 and args[1] is not Ellipsis:  # fixed length: tuple[float, float]
+            if len(value) != len(args):
+                fail(f"a list of {len(args)}")
+            pairs = enumerate(zip(args, value, strict=True))
+            return tuple(convert(item, v, where, f"{key}[{i}]") for i, (item, v) in pairs)
         item = args[0] if args else Any
         return tuple(convert(item, v, where, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:

@@ -114,13 +114,50 @@ REPRODUCES = {
         model.get("fusion")),
     "llava_lora": lambda model: "LMM-RGCL (LLaVA-1.5-7B)",
 }
+# Hate-CLIPper as its authors ran it (gokulkarthik/hateclipper: run.sh of f712452 for align, of 1898520 for
+# cross; main.py's defaults; datasets.py squashes to 224 px): what `hateclipper_differs` compares ours with
+HATE_CLIPPER_RUN = {
+    "features.clip": {"model": ("ViT-L-14", "ViT-L-14-quickgelu"), "pretrained": ("openai",), "pooled": (True,),
+                      "resize_mode": ("squash",)},
+    "model": {"num_mapping_layers": (1,), "num_pre_output_layers": (1,), "drop_probs": ((0.2, 0.4, 0.1),),
+              "embeddings": ("pooled",)},
+    "loop": {"epochs": (20,), "batch_size": (16,), "lr": (1.0e-4,), "weight_decay": (1.0e-4,),
+             "schedule": ("constant",), "grad_clip": (0.1,), "mixed_precision": ("no",)},
+}
+HATE_CLIPPER_MAP_DIM = {"align": 1024, "cross": 32}
+
+
+def hateclipper_differs(params: dict, name: str) -> str:
+    """How `train.<name>` and the clip features depart from the authors' run, one clause each, read off the
+    resolved params (the weight-decay clause holds for every run: our loop never decays biases and norms)."""
+    train, clip = params.get("train", {}).get(name, {}), params.get("features", {}).get("clip", {})
+    sections = {"features.clip": clip, "model": train.get("model", {}), "loop": train.get("loop", {})}
+    clauses = []
+    for section, keys in HATE_CLIPPER_RUN.items():
+        for key, theirs in keys.items():
+            value = sections[section].get(key)
+            ours = tuple(value) if isinstance(value, list) else value
+            if ours not in theirs:
+                clauses.append(f"{section}.{key} {fmt_param(ours)} (theirs {fmt_param(theirs[0])})")
+    model = sections["model"]
+    width = HATE_CLIPPER_MAP_DIM.get(model.get("fusion"))
+    for key in ("projection_dim", "pre_output_dim"):
+        if width is not None and model.get(key) != width:
+            clauses.append(f"model.{key} {model.get(key)} (theirs {width})")
+    return "; ".join(clauses + ["no weight decay on biases and norms (they decay every parameter)"])
+
+
+def fmt_param(value) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 DIFFERS = {
     "MMBT-Grid": "frozen, cached ResNet-152 grid features (MMF fine-tunes the ResNet end to end at 224 px)",
     "MMBT-Region": "36 fixed boxes RoIAligned on an ImageNet ResNet-152, not detector regions",
     "VisualBERT": "the same fixed-box region features, not Faster R-CNN detections",
     "VisualBERT COCO": "fixed-box region features, while the COCO checkpoint was pretrained on detections",
-    "Hate-CLIPper (align)": "projected, centre-cropped CLIP features; ReLU before the norm, no fusion dropout",
-    "Hate-CLIPper (cross)": "as the align row",
+    "Hate-CLIPper (align)": hateclipper_differs,
+    "Hate-CLIPper (cross)": hateclipper_differs,
     "LMM-RGCL (LLaVA-1.5-7B)": "LoRA with BCE on the Yes/No logits only: no classifier head, no retrieval",
 }
 
@@ -707,8 +744,11 @@ def published_beside_ours(runs: list[ModelRun], splits: dict, resolved_params: d
         name = ours.get(published.model)
         entry = splits.get(published.split, {}).get("rows", {}).get(name) if name else None
         auroc = entry.get("auroc") if entry else None
+        differs = DIFFERS.get(published.model, "") if name else ""
+        if callable(differs):
+            differs = differs(resolved_params, name)
         result.append({**asdict(published), "ours": name, "ours_auroc": None if auroc is None else 100 * auroc,
-                       "differs": DIFFERS.get(published.model, "") if name else ""})
+                       "differs": differs})
     return result
 
 

@@ -35,7 +35,7 @@ def toy_items(count: int, seed: int, dim: int = 16) -> MemeItems:
 
 
 def toy_model(dim: int = 16) -> ClipFusion:
-    config = ClipFusionConfig(projection_dim=32, pre_output_dim=32, dropout=0.1)
+    config = ClipFusionConfig(projection_dim=32, pre_output_dim=32, drop_probs=(0.1, 0.0, 0.1))
     return ClipFusion.build(config, BuildContext(feature_meta={"clip": {"dim": dim}}))
 
 

@@ -23,6 +23,15 @@ from hatememes.features.store import load_split
 
 FEATURE_TENSORS = {"clip": {"clip_image": "image", "clip_text": "text"}, "grid": {"grid": "grid"},
                    "regions": {"regions": "regions", "boxes": "boxes"}}
+# item key -> stored tensor, given to the items when the features hold it (features.clip.pooled)
+OPTIONAL_TENSORS = {"clip": {"clip_image_pooled": "image_pooled", "clip_text_pooled": "text_pooled"}}
+
+
+def feature_items(name: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A features kind's stored tensors under their item keys: the required ones, and the optional ones held."""
+    keys = {**FEATURE_TENSORS[name],
+            **{key: stored for key, stored in OPTIONAL_TENSORS.get(name, {}).items() if stored in tensors}}
+    return {key: tensors[stored] for key, stored in keys.items()}
 
 
 class MemeItems(Dataset):
@@ -66,7 +75,7 @@ def load_items(memes_dir: Path, features_dirs: dict[str, Path], split: str, inpu
         if name not in features_dirs:
             raise FileNotFoundError(f"the model needs {name!r} features but no folder for them was given")
         tensors = load_split(features_dirs[name], split, memes_dir)
-        features.update({key: tensors[stored] for key, stored in FEATURE_TENSORS[name].items()})
+        features.update(feature_items(name, tensors))
     return MemeItems(memes_dir, memes, features, with_images="image" in inputs)
 
 

@@ -20,6 +20,8 @@ A model file holds its config dataclass, its module(s) and its classifier class.
 
 Items are dicts with `id` (int), `text` (str), `label` (0, 1, or -1 when unknown) and, by input name:
     "clip"    -> "clip_image" (D,), "clip_text" (D,)     float tensors, unnormalised CLIP embeddings
+                 (+ "clip_image_pooled", "clip_text_pooled"  the towers' outputs before the projections,
+                  with features.clip.pooled)
     "grid"    -> "grid" (C, S, S)                          CNN feature map (MMBT-Grid)
     "regions" -> "regions" (K, D), "boxes" (K, 6)        RoIAlign features + (x1, y1, x2, y2, w, h) in [0, 1]
     "image"   -> "image"                                   PIL RGB image

@@ -1,13 +1,19 @@
 """Hate-CLIPper (Kumar & Nandakumar 2022, "Hate-CLIPper: Multimodal Hateful Meme Classification based on
-Cross-modal Interaction of CLIP Features"), on cached CLIP embeddings.
+Cross-modal Interaction of CLIP Features"), on cached CLIP outputs, as the authors' `CLIPClassifier`
+(gokulkarthik/hateclipper, engine.py, with `use_pretrained_map` false):
 
-    image_features, text_features  (B, D)       frozen CLIP embeddings from the features stage
-      -> per-modality projection (Linear, ReLU, Dropout) to P, then L2-normalised
+    image, text  (B, D_image), (B, D_text)   frozen CLIP outputs: the towers' pooled outputs before the
+                                             projections, as the authors read them (`embeddings: pooled`;
+                                             ViT-L/14: 1024 and 768), or the projected embeddings
+      -> per-modality map: Linear to P, Dropout(p_map); each further mapping layer ReLU, Linear, Dropout
+      -> L2-normalised
       -> fusion: "align" = element-wise product (B, P); "cross" = outer product, flattened (B, P*P)
-      -> pre-output MLP (num_pre_output_layers x Linear, ReLU, Dropout) -> Linear -> logit (B,)
+      -> Dropout(p_fusion), then num_pre_output_layers x (Linear, ReLU, Dropout(p_pre_output))
+      -> Linear -> logit (B,)
 
-The paper's recipe: P = 1024, 1 pre-output layer, AdamW 1e-4, batch 64, weight decay 1e-4, grad clip
-0.1, best of <= 20 epochs on dev_seen.
+`drop_probs` are the authors' three (map, fusion, pre-output). Their run.sh trains it with AdamW at a
+constant lr 1e-4, weight decay 1e-4 and gradient clipping 0.1 (main.py's defaults), keeping the epoch with
+the best dev_seen AUROC; the full profile's params name the file each number comes from.
 """
 
 from __future__ import annotations
@@ -24,20 +30,28 @@ from torch import nn
 
 from hatememes.models import BuildContext
 
+EMBEDDINGS = {"projected": ("clip_image", "clip_text"), "pooled": ("clip_image_pooled", "clip_text_pooled")}
+
 
 @dataclass(frozen=True)
 class ClipFusionConfig:
-    projection_dim: int = 1024
+    projection_dim: int = 1024  # the authors' map_dim
+    num_mapping_layers: int = 1
     fusion: Literal["align", "cross"] = "align"
     num_pre_output_layers: int = 1
-    pre_output_dim: int = 1024
-    dropout: float = 0.1
+    pre_output_dim: int = 1024  # the authors use map_dim
+    drop_probs: tuple[float, float, float] = (0.2, 0.4, 0.1)  # map, fusion, pre-output (the authors' order)
+    embeddings: Literal["projected", "pooled"] = "projected"  # which CLIP outputs of the clip features
     image_dim: int = 0  # filled from the clip features' meta.json at build time
     text_dim: int = 0
 
 
-def projection(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU(), nn.Dropout(dropout))
+def mapping(in_dim: int, out_dim: int, layers: int, dropout: float) -> nn.Sequential:
+    """Linear, Dropout; then (ReLU, Linear, Dropout) for each further layer: no ReLU before the L2-norm."""
+    modules = [nn.Linear(in_dim, out_dim), nn.Dropout(dropout)]
+    for _ in range(layers - 1):
+        modules += [nn.ReLU(), nn.Linear(out_dim, out_dim), nn.Dropout(dropout)]
+    return nn.Sequential(*modules)
 
 
 class ClipFusion(nn.Module):
@@ -46,26 +60,38 @@ class ClipFusion(nn.Module):
 
     def __init__(self, config: ClipFusionConfig):
         super().__init__()
+        if config.num_mapping_layers < 1 or config.num_pre_output_layers < 0:
+            raise ValueError(f"clip_fusion: num_mapping_layers = {config.num_mapping_layers} (1 or more) and "
+                             f"num_pre_output_layers = {config.num_pre_output_layers} (0 or more)")
         self.config = config
-        self.image_projection = projection(config.image_dim, config.projection_dim, config.dropout)
-        self.text_projection = projection(config.text_dim, config.projection_dim, config.dropout)
-        fused_dim = config.projection_dim * (config.projection_dim if config.fusion == "cross" else 1)
-        layers, width = [], fused_dim
+        p_map, p_fusion, p_pre_output = config.drop_probs
+        self.image_projection = mapping(config.image_dim, config.projection_dim, config.num_mapping_layers, p_map)
+        self.text_projection = mapping(config.text_dim, config.projection_dim, config.num_mapping_layers, p_map)
+        width = config.projection_dim * (config.projection_dim if config.fusion == "cross" else 1)
+        layers: list[nn.Module] = [nn.Dropout(p_fusion)]
         for _ in range(config.num_pre_output_layers):
-            layers.append(projection(width, config.pre_output_dim, config.dropout))
+            layers += [nn.Linear(width, config.pre_output_dim), nn.ReLU(), nn.Dropout(p_pre_output)]
             width = config.pre_output_dim
         self.pre_output = nn.Sequential(*layers)
         self.classifier = nn.Linear(width, 1)
 
     @classmethod
     def build(cls, config: ClipFusionConfig, context: BuildContext) -> ClipFusion:
-        dim = context.feature_meta["clip"]["dim"]
-        return cls(ClipFusionConfig(**{**asdict(config), "image_dim": dim, "text_dim": dim}))
+        meta = context.feature_meta["clip"]
+        if config.embeddings == "pooled":
+            if "image_pooled_dim" not in meta:
+                raise ValueError("train.clip_fusion.model.embeddings = pooled, but the clip features hold no "
+                                 "pooled outputs: set features.clip.pooled: true (a ViT image tower)")
+            dims = {"image_dim": meta["image_pooled_dim"], "text_dim": meta["text_pooled_dim"]}
+        else:
+            dims = {"image_dim": meta["dim"], "text_dim": meta["dim"]}
+        return cls(ClipFusionConfig(**{**asdict(config), **dims}))
 
     def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        image, text = EMBEDDINGS[self.config.embeddings]
         return {
-            "image_features": torch.stack([item["clip_image"] for item in items]).float(),  # (B, D)
-            "text_features": torch.stack([item["clip_text"] for item in items]).float(),  # (B, D)
+            "image_features": torch.stack([item[image] for item in items]).float(),  # (B, D_image)
+            "text_features": torch.stack([item[text] for item in items]).float(),  # (B, D_text)
             "labels": torch.tensor([item["label"] for item in items], dtype=torch.float32),
             "ids": torch.tensor([item["id"] for item in items], dtype=torch.long),
         }
@@ -88,6 +114,7 @@ class ClipFusion(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: Path) -> ClipFusion:
         directory = Path(directory)
-        model = cls(ClipFusionConfig(**json.loads((directory / "config.json").read_text())))
+        config = json.loads((directory / "config.json").read_text())
+        model = cls(ClipFusionConfig(**{**config, "drop_probs": tuple(config["drop_probs"])}))
         model.load_state_dict(load_file(str(directory / "model.safetensors")))
         return model.eval()
