@@ -132,6 +132,7 @@ def test_features_have_the_real_shapes(full_run):
     features = full_run["repository"] / "data" / "features"
     meta = {kind: json.loads((features / kind / "meta.json").read_text()) for kind in ("clip", "grid", "regions")}
     assert meta["clip"]["dim"] == 768
+    assert (meta["clip"]["image_pooled_dim"], meta["clip"]["text_pooled_dim"]) == (1024, 768)  # Hate-CLIPper's inputs
     assert "detector fasterrcnn_mobilenet_v3_large_fpn" in meta["regions"]["box_source"]
     shapes = {}
     for kind in ("grid", "regions"):
