@@ -429,3 +429,14 @@ def test_hate_clipper_s_deviations_are_read_off_the_params(tmp_path):
     clauses = hateclipper_differs(full, "clip_fusion").split("; ")
     assert clauses[:2] == ["features.clip.resize_mode  (theirs squash)", "loop.lr 0.0002 (theirs 0.0001)"]
     assert "model.projection_dim 1024 (theirs 32)" in clauses and len(clauses) == 5
+
+
+def test_a_run_s_seeds_come_in_numeric_order(tmp_path):
+    """Seed 2 before seed 10, as the evaluate stage orders them (a name sort puts "10" first)."""
+    from hatememes.report import ReportParams, load_run
+
+    predictions = tmp_path / "clip_fusion" / "predictions"
+    for where in (predictions, predictions / "seeds" / "10", predictions / "seeds" / "2"):
+        where.mkdir(parents=True)
+        (where / "dev_seen.csv").write_text("id,proba,label\n1,0.9,1\n2,0.2,0\n")
+    assert list(load_run(tmp_path, "clip_fusion", ReportParams()).seeds) == ["2", "10"]

@@ -121,11 +121,17 @@ def write_evaluation(out: Path, predictions: dict[str, Predictions], dev_split: 
     return metrics
 
 
-def read_seed_folders(predictions_dir: Path, splits: list[str], expected_ids: dict[str, list[int]]) -> dict:
-    """{seed: predictions} from predictions/seeds/<seed>/ (empty when the model was trained from one seed)."""
+def seed_folders(predictions_dir: Path) -> list[Path]:
+    """predictions/seeds/<seed>/ in the seeds' numeric order (2 before 10); a folder not named by a number is
+    an error (empty when the model was trained from one seed)."""
     folders = [p for p in (Path(predictions_dir) / "seeds").glob("*") if p.is_dir()]
     for folder in folders:
         if not folder.name.isdigit():
             raise ValueError(f"{folder}: not a seed's folder (predictions/seeds/<seed>/, the seed a number)")
+    return sorted(folders, key=lambda p: int(p.name))
+
+
+def read_seed_folders(predictions_dir: Path, splits: list[str], expected_ids: dict[str, list[int]]) -> dict:
+    """{seed: predictions} from predictions/seeds/<seed>/ (empty when the model was trained from one seed)."""
     return {folder.name: read_predictions_folder(folder, splits, expected_ids)
-            for folder in sorted(folders, key=lambda p: int(p.name))}
+            for folder in seed_folders(predictions_dir)}

@@ -36,6 +36,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from hatememes.data.memes import SPLITS, load_rgb, read_split
+from hatememes.evaluation import seed_folders
 from hatememes.metrics import (
     Predictions,
     calibration_bins,
@@ -202,7 +203,7 @@ def load_run(eval_dir: Path, name: str, params: ReportParams) -> ModelRun:
     extras = sorted((p for p in (folder / "extra").glob("*") if p.suffix in (".png", ".json") and p.name != CAPTIONS),
                     key=lambda p: (p.stem, p.suffix != ".png"))  # a figure, then the table of its numbers
     seeds = {seed.name: {s: read_predictions(seed / f"{s}.csv") for s in SPLITS if (seed / f"{s}.csv").exists()}
-             for seed in sorted((folder / "predictions" / "seeds").glob("*")) if seed.is_dir()}
+             for seed in seed_folders(folder / "predictions")}
     return ModelRun(name, predictions, metrics, source, extras, seeds)
 
 
