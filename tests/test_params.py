@@ -194,3 +194,14 @@ def test_dvc_set_param_overrides_keep_their_types(tmp_path):
         if "loop" in params["train"][model]:
             assert section(params, f"train.{model}.loop", LoopParams).mixed_precision == "no"
     assert params["fetch"]["zip_sha256"] == ""
+
+
+def test_a_fixed_length_tuple_param_needs_its_length():
+    """clip_fusion's drop_probs is (map, fusion, pre-output): two values or four are refused, by key."""
+    from hatememes.models.clip_fusion import ClipFusionConfig
+    from hatememes.params import ParamsError, from_dict
+
+    assert from_dict(ClipFusionConfig, {"drop_probs": [0.2, 0.4, 0.1]}, "test").drop_probs == (0.2, 0.4, 0.1)
+    for wrong in ([0.2, 0.4], [0.1, 0.2, 0.3, 0.4]):
+        with pytest.raises(ParamsError, match=r"drop_probs must be a list of 3"):
+            from_dict(ClipFusionConfig, {"drop_probs": wrong}, "test")

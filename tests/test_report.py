@@ -427,7 +427,7 @@ def test_hate_clipper_s_deviations_are_read_off_the_params(tmp_path):
     full["train"]["clip_fusion"]["model"]["fusion"] = "cross"
     full["features"]["clip"]["resize_mode"] = ""
     clauses = hateclipper_differs(full, "clip_fusion").split("; ")
-    assert clauses[:2] == ["features.clip.resize_mode  (theirs squash)", "loop.lr 0.0002 (theirs 0.0001)"]
+    assert clauses[:2] == ['features.clip.resize_mode "" (theirs squash)', "loop.lr 0.0002 (theirs 0.0001)"]
     assert "model.projection_dim 1024 (theirs 32)" in clauses and len(clauses) == 5
 
 

@@ -149,7 +149,9 @@ def hateclipper_differs(params: dict, name: str) -> str:
 
 
 def fmt_param(value) -> str:
-    return ", ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    if isinstance(value, tuple):
+        return ", ".join(map(str, value))
+    return '""' if value == "" else str(value)
 
 
 DIFFERS = {
@@ -755,7 +757,7 @@ def published_beside_ours(runs: list[ModelRun], splits: dict, resolved_params: d
 
 def published_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     header = ["model (published)", "split", "AUROC ×100", "accuracy %", "source", "ours (this run)",
-              "ours: AUROC ×100", "how ours differs (full profile)", "note"]
+              "ours: AUROC ×100", "how ours differs", "note"]
     return header, [[p["model"], p["split"], f"{p['auroc']:.2f}", fmt(p["accuracy"], 2), p["source"],
                      p["ours"] or "none", fmt(p["ours_auroc"], 2), p["differs"], p["note"]]
                     for p in summary["published"]]
