@@ -20,11 +20,13 @@ from repo_copy import commit, copy_repository, run  # noqa: E402
 
 from hatememes.params import compose  # noqa: E402
 
-MODELS = ["clip_fusion", "clip_linear_image", "clip_linear_text", "clip_zeroshot", "mmbt", "visualbert",
-          "course_mlp", "course_cnn", "course_lstm", "course_transformer", "llava_zeroshot", "llava_lora"]
+MODELS = ["clip_fusion", "rgcl", "rgcl_bce_only", "rgcl_knn", "clip_linear_image", "clip_linear_text", "clip_zeroshot",
+          "mmbt", "visualbert", "course_mlp", "course_cnn", "course_lstm", "course_transformer", "llava_zeroshot",
+          "llava_lora"]
 # evaluate@ reads train@'s predictions and the memes, never features, a base model or `launch`: a new input
 # reruns train@, and evaluate@ follows only when the predictions it reads change.
-CLIP_READERS = {"clip_fusion", "clip_linear_image", "clip_linear_text", "clip_zeroshot", "course_mlp"}
+CLIP_READERS = {"clip_fusion", "clip_linear_image", "clip_linear_text", "clip_zeroshot", "course_mlp", "rgcl",
+                "rgcl_bce_only", "rgcl_knn"}
 
 
 def stage_outputs(repository: Path) -> dict[str, list[str]]:
@@ -120,6 +122,11 @@ def test_the_memes_rerun_every_stage_that_reads_them(repository):
 def test_new_predictions_rerun_only_their_readers(repository):
     """train@mmbt is listed because its output changed; what reads the predictions follows, nothing else."""
     assert touched(repository, "eval/mmbt/predictions") == {"train@mmbt", "evaluate@mmbt", "ensemble", "report"}
+
+
+def test_a_retrained_rgcl_reruns_its_knn_index(repository):
+    """rgcl_knn reads the rgcl encoder (models/rgcl): a new one rebuilds its index, nothing else follows."""
+    assert touched(repository, "models/rgcl") == {"train@rgcl", "train@rgcl_knn"}
 
 
 def feature_kinds(repository: Path) -> list[str]:

@@ -59,7 +59,8 @@ UNIMODAL = "unimodal"  # the family whose gap to the best model the summary repo
 FAMILIES = {
     "clip_linear_image": UNIMODAL, "clip_linear_text": UNIMODAL,
     "clip_zeroshot": "zero-shot", "llava_zeroshot": "zero-shot",
-    "clip_fusion": "fusion",
+    "clip_fusion": "fusion", "rgcl_bce_only": "fusion",
+    "rgcl": "retrieval-guided", "rgcl_knn": "retrieval-guided",
     "mmbt": "multimodal transformer", "visualbert": "multimodal transformer",
     "llava_lora": "LMM",
     "course_mlp": "course network", "course_cnn": "course network", "course_lstm": "course network",
@@ -81,6 +82,9 @@ class ReportParams:
     calibration_bins: int = 10
     alpha: float = 0.05  # significance level of the summary's Holm-corrected DeLong tests
     families: dict[str, str] = field(default_factory=lambda: dict(FAMILIES))  # model -> family; others: "other"
+    # planned comparisons, each a DeLong test of the first model against the second on every evaluation split
+    # (not Holm-adjusted: chosen before the run, not after looking at its ranking)
+    pairs: tuple[tuple[str, str], ...] = (("rgcl", "clip_fusion"), ("rgcl", "rgcl_bce_only"))
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,8 @@ PUBLISHED = (
     Published("VisualBERT COCO", KIELA, "test_seen", 71.41, 64.73),
     Published("Hate-CLIPper (align)", HATE_CLIPPER, "test_seen", 85.80, note="the abstract's headline 85.8"),
     Published("Hate-CLIPper (cross)", HATE_CLIPPER, "test_seen", 85.12),
+    Published("RGCL", "Mei et al. 2024, ACL (RGCL, aclanthology 2024.acl-long.291)", "test_seen", 87.0,
+              note="AUROC as quoted by our issue tracker; accuracy not copied (not checked offline)"),
     Published("LMM-RGCL (LLaVA-1.5-7B)", "Mei et al. 2025, EMNLP (arXiv:2502.13061)", "test_seen", 89.7, 80.9,
               note="retrieval-augmented LMM fine-tuning"),
 )
@@ -114,6 +120,7 @@ REPRODUCES = {
     "clip_fusion": lambda model: {"align": "Hate-CLIPper (align)", "cross": "Hate-CLIPper (cross)"}.get(
         model.get("fusion")),
     "llava_lora": lambda model: "LMM-RGCL (LLaVA-1.5-7B)",
+    "rgcl": lambda model: "RGCL" if model.get("contrastive_weight", 0) > 0 else None,
 }
 # Hate-CLIPper as its authors ran it (gokulkarthik/hateclipper: run.sh of f712452 for align, of 1898520 for
 # cross; main.py's defaults; datasets.py squashes to 224 px): what `hateclipper_differs` compares ours with
@@ -128,24 +135,54 @@ HATE_CLIPPER_RUN = {
 HATE_CLIPPER_MAP_DIM = {"align": 1024, "cross": 32}
 
 
-def hateclipper_differs(params: dict, name: str) -> str:
-    """How `train.<name>` and the clip features depart from the authors' run, one clause each, read off the
-    resolved params (the weight-decay clause holds for every run: our loop never decays biases and norms)."""
+# RGCL as its authors ran it (JingbiaoMei/RGCL at 82a66c7: scripts/experiments.sh, src/run_rac.py's defaults,
+# their CLIP features from generate_CLIP_embedding_HF.py: ViT-L/14-336's pooler outputs, CLIPProcessor's
+# shortest-side resize and centre crop, which is open_clip's default for the openai weights)
+RGCL_RUN = {
+    "features.clip": {"model": ("ViT-L-14-336", "ViT-L-14-336-quickgelu"), "pretrained": ("openai",),
+                      "pooled": (True,), "resize_mode": ("", "shortest")},
+    "model": {"projection_dim": (1024,), "num_mapping_layers": (1,), "fusion": ("align",), "num_layers": (3,),
+              "hidden_dim": (1024,), "drop_probs": ((0.2, 0.4, 0.1),), "embeddings": ("pooled",),
+              "contrastive_weight": (0.5,), "contrastive_loss": ("triplet",), "margin": (0.1,),
+              "hard_negatives": (1,), "pseudo_positives": (1,), "search_multiple": (12,)},
+    "loop": {"epochs": (30,), "batch_size": (64,), "lr": (1.0e-4,), "weight_decay": (0.01,),
+             "schedule": ("constant",), "grad_clip": (0.1,), "mixed_precision": ("no",)},
+}
+NO_DECAY_CLAUSE = "no weight decay on biases and norms (they decay every parameter)"
+
+
+def run_clauses(run: dict, params: dict, name: str) -> list[str]:
+    """One clause per param of `train.<name>` or the clip features that is not among the authors' values in
+    `run` ({section: {key: (their value, other values equivalent to it)}}), read off the resolved params."""
     train, clip = params.get("train", {}).get(name, {}), params.get("features", {}).get("clip", {})
     sections = {"features.clip": clip, "model": train.get("model", {}), "loop": train.get("loop", {})}
     clauses = []
-    for section, keys in HATE_CLIPPER_RUN.items():
+    for section, keys in run.items():
         for key, theirs in keys.items():
             value = sections[section].get(key)
             ours = tuple(value) if isinstance(value, list) else value
             if ours not in theirs:
                 clauses.append(f"{section}.{key} {fmt_param(ours)} (theirs {fmt_param(theirs[0])})")
-    model = sections["model"]
+    return clauses
+
+
+def hateclipper_differs(params: dict, name: str) -> str:
+    """How `train.<name>` and the clip features depart from the authors' run, one clause each (the
+    weight-decay clause holds for every run: our loop never decays biases and norms)."""
+    clauses = run_clauses(HATE_CLIPPER_RUN, params, name)
+    model = params.get("train", {}).get(name, {}).get("model", {})
     width = HATE_CLIPPER_MAP_DIM.get(model.get("fusion"))
     for key in ("projection_dim", "pre_output_dim"):
         if width is not None and model.get(key) != width:
             clauses.append(f"model.{key} {model.get(key)} (theirs {width})")
-    return "; ".join(clauses + ["no weight decay on biases and norms (they decay every parameter)"])
+    return "; ".join(clauses + [NO_DECAY_CLAUSE])
+
+
+def rgcl_differs(params: dict, name: str) -> str:
+    """How `train.<name>` departs from the RGCL authors' run (the last three clauses hold for every run)."""
+    return "; ".join(run_clauses(RGCL_RUN, params, name) + [
+        "an anchor never retrieves itself (in theirs its own embedding is usually its pseudo-gold positive)",
+        "the best epoch by dev AUROC (theirs by dev accuracy)", NO_DECAY_CLAUSE])
 
 
 def fmt_param(value) -> str:
@@ -161,6 +198,7 @@ DIFFERS = {
     "VisualBERT COCO": "fixed-box region features, while the COCO checkpoint was pretrained on detections",
     "Hate-CLIPper (align)": hateclipper_differs,
     "Hate-CLIPper (cross)": hateclipper_differs,
+    "RGCL": rgcl_differs,
     "LMM-RGCL (LLaVA-1.5-7B)": "LoRA with BCE on the Yes/No logits only: no classifier head, no retrieval",
 }
 
@@ -577,11 +615,40 @@ def summarise(runs: list[ModelRun], params: ReportParams, memes_dir: Path, recor
     return {
         "title": TITLE, "models": [r.name for r in runs], "families": families, "splits": splits,
         "headline": headline(splits, families, params.alpha),
+        "pairs": planned_comparisons(runs, params.pairs),
         "metrics_source": {r.name: r.metrics_source for r in runs},
         "published": published_beside_ours(runs, splits, record["params"]), "galleries": galleries,
         "extras": {r.name: [str(p) for p in r.extras] for r in runs if r.extras},
         "provenance": record, "report_params": report_params_record(params),
     }
+
+
+def planned_comparisons(runs: list[ModelRun], pairs: tuple[tuple[str, str], ...]) -> list[dict]:
+    """DeLong of each pair's first model against its second, on every labelled evaluation split both scored;
+    pairs naming a model this run lacks are left out."""
+    by_name = {run.name: run for run in runs}
+    result = []
+    for first, second in pairs:
+        if first not in by_name or second not in by_name:
+            continue
+        for split in (split for split in SPLITS if split != "train"):  # the models were fitted on train
+            a, b = by_name[first].predictions.get(split), by_name[second].predictions.get(split)
+            test = delong_against(b, a) if a is not None and b is not None else None
+            if test is not None:
+                result.append({"first": first, "second": second, "split": split,
+                               "auroc_first": by_name[first].metrics.get(split, {}).get("auroc"),
+                               "auroc_second": by_name[second].metrics.get(split, {}).get("auroc"), **test})
+    return result
+
+
+PAIRS_NOTE = ("Comparisons named in `report.pairs` before the run: a two-sided DeLong test of the first model "
+              "against the second on the memes both scored, not adjusted for multiple comparisons.")
+
+
+def pair_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["first", "second", "split", "AUROC first", "AUROC second", "difference", "DeLong p", "n"]
+    return header, [[p["first"], p["second"], p["split"], fmt(p["auroc_first"]), fmt(p["auroc_second"]),
+                     f"{p['difference']:+.3f}", fmt_p(p["p"]), str(p["n"])] for p in summary["pairs"]]
 
 
 def report_params_record(params: ReportParams) -> dict:
@@ -837,6 +904,8 @@ def render_markdown(summary: dict, lead: tuple[str, Path] | None, figures: list[
     parts += ["## AUROC of every model on every split", "", md_table(*overview_rows(summary)), "", DELONG_NOTE, ""]
     for split in table_splits(summary):
         parts += [f"### {split}", "", split_note(summary, split), "", md_table(*split_rows(summary, split)), ""]
+    if summary["pairs"]:
+        parts += ["## Planned comparisons", "", PAIRS_NOTE, "", md_table(*pair_rows(summary)), ""]
     parts += ["## Published numbers beside ours", "", published_caveat(summary), "",
               md_table(*published_rows(summary)), ""]
     parts += ["## Figures", ""] + [f"![{c}]({os.path.relpath(p, out_dir)})\n" for c, p in figures]
@@ -954,6 +1023,9 @@ def render_html(summary: dict, lead: tuple[str, Path] | None, figures: list[tupl
         body += [f"<details><summary>{split}: every metric, DeLong tests</summary>",
                  f"<p>{html_text(split_note(summary, split))}</p>",
                  html_table(*split_rows(summary, split), f"split-{split}"), "</details>"]
+    if summary["pairs"]:
+        body += ["<h2 id=\"pairs\">Planned comparisons</h2>", f"<p>{html_text(PAIRS_NOTE)}</p>",
+                 html_table(*pair_rows(summary), "pairs")]
     body += ["<h2 id=\"published\">Published numbers beside ours</h2>",
              f"<p class=\"caveat\">{html.escape(published_caveat(summary))}</p>",
              html_table(*published_rows(summary), "published")]

@@ -140,6 +140,8 @@ def fit(model, train_items: MemeItems, dev_items: MemeItems, params: LoopParams,
     scheduler = lr_schedule(params.schedule, optimizer, num_warmup_steps=params.warmup_steps,
                             num_training_steps=total_steps)
     labels = train_items.labels
+    if hasattr(model, "set_training_items"):  # a retrieval-guided model indexes the training memes (rgcl)
+        model.set_training_items(train_items)
     loss_fn = make_loss(params.loss.name, params.loss, class_counts=(labels.count(0), labels.count(1)))
     scoring_key = params_key(model, "eval_batch_size")
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
@@ -202,9 +204,9 @@ def run_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, params,
     bar = progress(loader, desc=f"epoch {state.epoch}", unit="batch", disable=not accelerator.is_local_main_process)
     for batch in bar:
         with accelerator.accumulate(model):
-            logits = model(batch)  # (B,)
+            logits, aux_loss, loss_weight = model_outputs(model(batch))  # logits (B,)
             memes_left = len(loader.dataset) - state.batches_done * params.batch_size  # from this global batch on
-            loss = batch_loss(loss_fn, logits, batch["labels"], accelerator, memes_left)
+            loss = loss_weight * batch_loss(loss_fn, logits, batch["labels"], accelerator, memes_left) + aux_loss
             accelerator.backward(loss)
             if accelerator.sync_gradients and params.grad_clip > 0:
                 accelerator.clip_grad_norm_(model.parameters(), params.grad_clip)
@@ -219,6 +221,20 @@ def run_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, params,
                 live.log_metric("train/loss", loss.item(), plot=False)
             if state.step % params.checkpoint_every == 0:
                 save_checkpoint(accelerator, state, checkpoints, params.keep_checkpoints)
+
+
+def model_outputs(outputs) -> tuple[torch.Tensor, torch.Tensor | float, torch.Tensor | float]:
+    """(logits, aux_loss, loss_weight) of a model's forward: logits (B,) alone (loss = loop.loss), or a dict with
+    "logits" and optionally "aux_loss" (a term the model computes itself, weighted: rgcl's retrieval-guided
+    loss) and "loss_weight" (the factor on loop.loss). Under several processes the epoch's padded last batch
+    counts its padding in aux_loss (loop.loss leaves it out)."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs, 0.0, 1.0
+    unknown = set(outputs) - {"logits", "aux_loss", "loss_weight"}
+    if unknown:
+        raise ValueError(f"a model's forward returned keys {sorted(unknown)}; the loop reads logits, aux_loss, "
+                         "loss_weight")
+    return outputs["logits"], outputs.get("aux_loss", 0.0), outputs.get("loss_weight", 1.0)
 
 
 def batch_loss(loss_fn, logits: torch.Tensor, labels: torch.Tensor, accelerator, memes_left: int) -> torch.Tensor:
@@ -362,7 +378,7 @@ def predict_loader(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray, 
     ids, probs, labels = [], [], []
     with torch.no_grad():
         for batch in loader:
-            logits = model(batch)
+            logits = model_outputs(model(batch))[0]
             gathered = accelerator.gather_for_metrics((batch["ids"], torch.sigmoid(logits.float()), batch["labels"]))
             for store, values in zip((ids, probs, labels), gathered, strict=True):
                 store.append(values.cpu())

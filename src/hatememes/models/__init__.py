@@ -9,7 +9,10 @@ A model file holds its config dataclass, its module(s) and its classifier class.
     inputs: tuple[str, ...]               # what each item carries besides id/text/label (see below)
     @classmethod build(config, context) -> Self
     collate(items: list[dict]) -> dict    # a batch of tensors; must hold "labels" (B,) float and "ids" (B,) long
-    forward(batch: dict) -> Tensor        # logits (B,), before the sigmoid
+    forward(batch: dict) -> Tensor        # logits (B,), before the sigmoid; or, in training, a dict with
+                                          # "logits" and a term of the model's own ("aux_loss", "loss_weight":
+                                          # hatememes.training.model_outputs)
+    set_training_items(items) -> None     # optional: called with the training split before training (rgcl)
     save_pretrained(directory) / @classmethod from_pretrained(directory) -> Self
 
 **Fitted classifiers** (scikit-learn probes, numpy course networks, zero-shot, ensembles):
@@ -46,6 +49,9 @@ class BuildContext:
 # transformers' 1.4 s, paid by every stage when this dict held the classes)
 MODELS: dict[str, str] = {
     "clip_fusion": "hatememes.models.clip_fusion:ClipFusion",
+    "rgcl": "hatememes.models.rgcl:RGCL",
+    "rgcl_bce_only": "hatememes.models.rgcl:RGCL",  # the ablation: the same model, contrastive_weight 0
+    "rgcl_knn": "hatememes.models.rgcl_knn:RGCLKnn",
     "clip_linear_image": "hatememes.models.clip_linear:ClipLinearImage",
     "clip_linear_text": "hatememes.models.clip_linear:ClipLinearText",
     "clip_zeroshot": "hatememes.models.clip_zeroshot:ClipZeroShot",
