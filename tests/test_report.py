@@ -440,3 +440,41 @@ def test_a_run_s_seeds_come_in_numeric_order(tmp_path):
         where.mkdir(parents=True)
         (where / "dev_seen.csv").write_text("id,proba,label\n1,0.9,1\n2,0.2,0\n")
     assert list(load_run(tmp_path, "clip_fusion", ReportParams()).seeds) == ["2", "10"]
+
+
+def test_planned_comparisons_test_the_first_model_against_the_second():
+    """report.pairs: DeLong of the first against the second on each evaluation split both scored (train left
+    out), the difference signed first minus second; a pair naming a model the run lacks is skipped."""
+    from hatememes.report import ModelRun, pair_rows, planned_comparisons
+
+    labels = np.random.default_rng(3).integers(0, 2, 200)
+    strong, weak = noisy_run(labels, 3.0, 1), noisy_run(labels, 0.5, 2)
+
+    def run(name: str, predictions: Predictions) -> ModelRun:
+        auroc = {"auroc": roc_auc_score(labels, predictions.probs)}
+        return ModelRun(name, {"test_unseen": predictions, "train": predictions},
+                        {"test_unseen": auroc, "train": auroc}, "metrics.json")
+
+    pairs = planned_comparisons([run("rgcl", weak), run("clip_fusion", strong)],
+                                (("rgcl", "clip_fusion"), ("rgcl", "absent")))
+    assert [(p["first"], p["second"], p["split"]) for p in pairs] == [("rgcl", "clip_fusion", "test_unseen")]
+    expected = delong_test(labels, weak.probs, strong.probs)
+    assert pairs[0]["p"] == pytest.approx(expected.p_value) and pairs[0]["difference"] < 0
+    assert pairs[0]["difference"] == pytest.approx(pairs[0]["auroc_first"] - pairs[0]["auroc_second"])
+    assert pair_rows({"pairs": pairs})[1][0][5].startswith("-")
+
+
+def test_rgcl_s_deviations_are_read_off_the_params(tmp_path):
+    """The full profile's rgcl is the authors' experiments.sh but for its CLIP features (ViT-L/14-336 there)
+    and the three differences that hold for every run; rgcl_bce_only reproduces no published row."""
+    from hatememes.params import compose, load_params
+    from hatememes.report import REPRODUCES, rgcl_differs
+
+    full = load_params(compose(["profile=full"], Path(__file__).parents[1] / "conf", tmp_path / "params.yaml"))
+    clauses = rgcl_differs(full, "rgcl").split("; ")
+    assert clauses[:2] == ["features.clip.model ViT-L-14-quickgelu (theirs ViT-L-14-336)",
+                           "features.clip.resize_mode squash (theirs shortest)"] and len(clauses) == 5
+    full["train"]["rgcl"]["model"]["hard_negatives"] = 3
+    assert "model.hard_negatives 3 (theirs 1)" in rgcl_differs(full, "rgcl")
+    assert REPRODUCES["rgcl"](full["train"]["rgcl"]["model"]) == "RGCL"
+    assert REPRODUCES["rgcl"]({"contrastive_weight": 0.0}) is None

@@ -140,7 +140,7 @@ HATE_CLIPPER_MAP_DIM = {"align": 1024, "cross": 32}
 # shortest-side resize and centre crop, which is open_clip's default for the openai weights)
 RGCL_RUN = {
     "features.clip": {"model": ("ViT-L-14-336", "ViT-L-14-336-quickgelu"), "pretrained": ("openai",),
-                      "pooled": (True,), "resize_mode": ("", "shortest")},
+                      "pooled": (True,), "resize_mode": ("shortest", "")},
     "model": {"projection_dim": (1024,), "num_mapping_layers": (1,), "fusion": ("align",), "num_layers": (3,),
               "hidden_dim": (1024,), "drop_probs": ((0.2, 0.4, 0.1),), "embeddings": ("pooled",),
               "contrastive_weight": (0.5,), "contrastive_loss": ("triplet",), "margin": (0.1,),
