@@ -525,3 +525,29 @@ def test_probe_accuracy_is_scikit_learns_logistic_regression():
     assert 0.5 < expected < 1.0  # neither trivial nor hopeless
     assert probe_accuracy(x[:400], words[:400], x[400:], words[400:]) == pytest.approx(expected, abs=0.011)
     assert probe_accuracy(x[:400], ["star"] * 400, x[400:], words[400:]) is None  # one class: nothing to probe
+
+
+def test_zero_shot_scoring_halves_its_batch_when_out_of_memory_and_keeps_every_score(base, capsys, monkeypatch):
+    """A device that holds one meme a forward pass: scoring at batch 4 retries at 2, then 1 (saying so), and
+    gives the scores of an unforced run; at batch 1 it gives up, naming the param."""
+    items = memes(5, 11)
+    config = LlavaZeroShotConfig(base=str(base), dtype="float32", batch_size=4)
+    model = llava.load_base(str(base), "float32")
+    unforced = LlavaZeroShot(config, load_processor(base), model).predict_proba(items)
+    scorer = llava.yes_no_logits
+
+    def small_device(model, batch, answer_ids):
+        if len(batch["input_ids"]) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB (injected by the test)")
+        return scorer(model, batch, answer_ids)
+
+    monkeypatch.setattr(llava, "yes_no_logits", small_device)
+    forced = LlavaZeroShot(config, load_processor(base), model).predict_proba(items)
+    np.testing.assert_allclose(forced, unforced, atol=1e-5)
+    out = capsys.readouterr().out
+    assert "scoring: out of memory at train.llava_zeroshot.model.batch_size = 4; retrying with 2" in out
+    assert "= 2; retrying with 1" in out
+    monkeypatch.setattr(llava, "yes_no_logits", lambda *args: (_ for _ in ()).throw(
+        torch.OutOfMemoryError("CUDA out of memory (injected)")))
+    with pytest.raises(MemoryError, match="train.llava_zeroshot.model.batch_size = 1"):
+        LlavaZeroShot(dataclasses.replace(config, batch_size=1), load_processor(base), model).predict_proba(items)

@@ -195,3 +195,21 @@ def test_estimate_mode_prints_and_writes_the_7b_table(tmp_path, capsys):
     assert len([row for row in rows if row["table"] == "scoring"]) == 5 * 2
     assert table.count("| LoRA bf16 |") == 10 and table.count("| QLoRA 4-bit |") == 10
     assert "(estimated" in table
+
+
+def test_the_docs_memory_tables_are_the_estimate_modes_output(tmp_path):
+    """docs/llava.md shows `python benchmarks/llava.py --estimate --markdown FILE`'s tables, as they stand."""
+    bench.main(["--estimate", "--markdown", str(tmp_path / "memory.md")])
+    tables = (tmp_path / "memory.md").read_text().strip()
+    docs = (Path(__file__).parents[1] / "docs" / "llava.md").read_text()
+    assert tables in docs, "docs/llava.md's memory tables are stale: rerun the estimate mode and paste them"
+
+
+def test_the_full_profile_scores_llava_7b_in_batches_that_fit_without_the_cache(tmp_path):
+    """LLaVA-7B scores at most 16 memes a forward pass in the full profile (the estimate: 15.3 GB at 16, no
+    KV cache), whichever model scores it."""
+    from hatememes.params import compose, load_params
+
+    full = load_params(compose(["profile=full"], Path(__file__).parents[1] / "conf", tmp_path / "params.yaml"))
+    assert full["train"]["llava_lora"]["loop"]["eval_batch_size"] <= 16
+    assert full["train"]["llava_zeroshot"]["model"]["batch_size"] <= 16

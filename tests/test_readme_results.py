@@ -55,9 +55,18 @@ def test_table_values_intervals_order_and_gaps(eval_tree):
         "| `clip_fusion` | 0.971 [0.947, 0.991] | — (one class) | — | 1.000 [0.999, 1.000] |",
         "| `mmbt` | 0.971 [0.947, 0.991] | 0.900 [0.850, 0.950] | 0.500 [0.000, 1.000] | 1.000 [0.999, 1.000] |",
     ]
-    ordered = results_markdown(eval_tree, ("mmbt", "clip_fusion", "visualbert")).splitlines()
-    assert [row.split(" | ")[0] for row in ordered[2:]] == ["| `mmbt`", "| `clip_fusion`"]  # no metrics: left out
+    chosen = results_markdown(eval_tree, ("mmbt", "visualbert")).splitlines()
+    assert [row.split(" | ")[0] for row in chosen[2:]] == ["| `mmbt`"]  # visualbert has no metrics: left out
     assert results_markdown(eval_tree.parent / "nothing") == NO_RUN + "\n"
+
+
+def test_rows_are_grouped_by_family_best_first_on_the_headline_split(tmp_path):
+    """As the report's tables: families ordered by their best model's test_unseen AUROC, models within one by
+    theirs, models without one last."""
+    for name, value in {"a": 0.6, "b": 0.9, "c": 0.95, "d": None}.items():
+        write_metrics(tmp_path, name, {"test_unseen": entry(value)} if value else {"dev_seen": entry(0.7)})
+    table = results_markdown(tmp_path, families={"a": "X", "c": "X", "b": "Y", "d": "Y"}).splitlines()
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| `c`", "| `a`", "| `b`", "| `d`"]
 
 
 def readme_block(text: str, start_marker: str = START, end_marker: str = END) -> str:

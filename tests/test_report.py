@@ -26,6 +26,7 @@ from hatememes.report import (
     holm_adjust,
     load_run,
     results_markdown,
+    table_order,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
@@ -165,7 +166,7 @@ def test_summary_md_is_the_readme_table(tree):
     root, summary, _ = tree
     table = (root / "eval" / "summary.md").read_text().splitlines()
     assert table[0] == "| model | dev_seen | dev_unseen | test_seen | test_unseen |"
-    assert [row.split(" | ")[0] for row in table[2:]] == [f"| `{m}`" for m in summary["models"]]
+    assert [row.split(" | ")[0] for row in table[2:]] == [f"| `{m}`" for m in table_order(summary)]
     from_files = results_markdown(root / "eval").splitlines()  # every model but course_lstm has metrics.json
     assert [row for row in table if "course_lstm" not in row] == from_files
     lstm = next(row for row in table if "`course_lstm`" in row)  # recomputed, as in the report
@@ -327,6 +328,22 @@ def test_roc_and_reliability_small_multiples_one_panel_per_family(tree, draw, re
         assert [line.get_label().split()[0] for line in curves] == members
         styles = [(line.get_color(), line.get_linestyle()) for line in curves]
         assert len(set(styles)) == len(styles)  # no two curves share both colour and line style
+
+
+def test_auroc_by_split_is_one_row_per_model_and_one_marker_per_evaluation_split(tree):
+    from hatememes.report import draw_auroc_by_split
+
+    root, summary, _ = tree
+    runs = [load_run(root / "eval", name, ReportParams()) for name in summary["models"]]
+    splits = [split for split in summary["splits"] if split != "train"]
+    axes = draw_auroc_by_split(runs, splits, table_order(summary)).axes[0]
+    scored = [m for m in table_order(summary) if any(summary["splits"][s]["rows"].get(m, {}).get("auroc")
+                                                      is not None for s in splits)]
+    assert [label.get_text() for label in axes.get_yticklabels()] == scored  # grouped by family, best first
+    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert sorted(legend) == sorted([*splits, "chance (0.5)"])
+    markers = {container.get_label(): container.lines[0].get_marker() for container in axes.containers}
+    assert sorted(markers) == sorted(splits) and len(set(markers.values())) == len(splits)
 
 
 def test_extras_carry_their_stage_s_captions_and_an_fgsm_curve_is_a_table(tree):

@@ -6,11 +6,11 @@
 
 The first block (between `<!-- results:start -->` and `<!-- results:end -->`) is rebuilt with
 `hatememes.report.results_markdown` from the eval/<name>/metrics.json files (git tracks them; no
-predictions needed), in the order of params.yaml `report.models`: the table the report stage writes to
-eval/summary.md. The second (`<!-- second-world:... -->`) shows the unseen splits' AUROCs of the demo reproduced
-in another world (params `WORLD_SEEDS` set to another seed, as the e2e test does), recorded in docs/second-world.json by
-`--second-world REPOSITORY` from that repository's params.yaml and eval/*/metrics.json. Not a DVC stage: it
-edits files the user commits, after `dvc repro`.
+predictions needed), grouped by family (params.yaml `report.families`) as the report's tables: the table the
+report stage writes to eval/summary.md. The second (`<!-- second-world:... -->`) shows the unseen splits'
+AUROCs of the demo reproduced in another world (params `WORLD_SEEDS` set to another seed, as the e2e test
+does), recorded in docs/second-world.json by `--second-world REPOSITORY` from that repository's params.yaml
+and eval/*/metrics.json. Not a DVC stage: it edits files the user commits, after `dvc repro`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from hatememes import params as P
-from hatememes.report import MISSING, ReportParams, md_table, results_markdown
+from hatememes.report import FAMILIES, MISSING, ReportParams, grouped_order, md_table, results_markdown
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SECOND_START, SECOND_END = "<!-- second-world:start -->", "<!-- second-world:end -->"
@@ -41,12 +41,8 @@ def replace_block(text: str, table: str, start_marker: str = START, end_marker: 
     return text[:start] + table + text[end:]
 
 
-def current_table(eval_dir: Path, params_path: str, overrides: list[str]) -> str:
-    return results_markdown(eval_dir, report_models(params_path, overrides))
-
-
-def report_models(params_path: str, overrides: list[str]) -> tuple[str, ...]:
-    return P.section(P.load_params(params_path, overrides), "report", ReportParams).models
+def report_params(params_path: str, overrides: list[str]) -> ReportParams:
+    return P.section(P.load_params(params_path, overrides), "report", ReportParams)
 
 
 def second_world_record(repository: Path) -> dict:
@@ -62,10 +58,14 @@ def second_world_record(repository: Path) -> dict:
 SECOND_WORLD_SPLITS = ("dev_unseen", "test_unseen")  # what the bars read; the first table has every split
 
 
-def second_world_table(record: dict, models: tuple[str, ...] = ()) -> str:
-    """AUROC of every model on the unseen splits in the second world (no intervals: the first table has them)."""
+def second_world_table(record: dict, models: tuple[str, ...] = (), families: dict[str, str] | None = None) -> str:
+    """AUROC of every model on the unseen splits in the second world (no intervals: the first table has them),
+    in the first table's order: grouped by family, best first on test_unseen."""
     metrics = record["metrics"]
     names = [n for n in models if n in metrics] if models else sorted(metrics)
+    auroc = {n: metrics[n]["test_unseen"]["auroc"] for n in names
+             if (metrics[n].get("test_unseen") or {}).get("auroc") is not None}
+    names = grouped_order(names, auroc, FAMILIES if families is None else families)
 
     def cell(entry: dict | None) -> str:
         return MISSING if not entry or entry.get("auroc") is None else f"{entry['auroc']:.3f}"
@@ -91,12 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         args.record.write_text(json.dumps(second_world_record(args.second_world), indent=1) + "\n", encoding="utf-8")
         print(f"{args.record}: the second world of {args.second_world}")
     text = args.readme.read_text(encoding="utf-8")
-    models = report_models(args.params, args.overrides)
+    report = report_params(args.params, args.overrides)
+    models = report.models
     try:
-        updated = replace_block(text, results_markdown(args.eval, models))
+        updated = replace_block(text, results_markdown(args.eval, models, report.families))
         if args.record.is_file():
             record = json.loads(args.record.read_text(encoding="utf-8"))
-            updated = replace_block(updated, second_world_table(record, models), SECOND_START, SECOND_END)
+            updated = replace_block(updated, second_world_table(record, models, report.families), SECOND_START,
+                                    SECOND_END)
     except ValueError as error:
         print(f"{args.readme}: {error}", file=sys.stderr)
         return 2

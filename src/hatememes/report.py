@@ -474,22 +474,37 @@ def plot_roc(runs: list[ModelRun], split: str, order: list[str], families: dict[
     draw_roc_panels(runs, split, order, families).savefig(path)
 
 
-def plot_auroc_bars(runs: list[ModelRun], splits: list[str], path: Path) -> None:
-    figure = new_figure(max(6, 1.6 * len(splits)), 4)
+SPLIT_MARKERS = ("o", "s", "^", "D")
+
+
+def plot_auroc_by_split(runs: list[ModelRun], splits: list[str], order: list[str], path: Path) -> None:
+    """`draw_auroc_by_split`, saved to `path`."""
+    draw_auroc_by_split(runs, splits, order).savefig(path)
+
+
+def draw_auroc_by_split(runs: list[ModelRun], splits: list[str], order: list[str]) -> Figure:
+    """Every model's AUROC and 95% CI on each evaluation split: one row per model in the tables' order (grouped
+    by family, best first), one marker, colour and small offset per split, chance marked."""
+    by_name = {run.name: run for run in runs}
+    names = [name for name in order if any(by_name[name].metrics.get(s, {}).get("auroc") is not None
+                                           for s in splits)]
+    figure = new_figure(9, 1.6 + 0.45 * len(names))
     axes = figure.add_subplot()
-    width = 0.8 / max(1, len(runs))
-    for k, run in enumerate(runs):
-        entries = [run.metrics.get(s, {}) for s in splits]
-        heights = [e.get("auroc") or np.nan for e in entries]
-        errors = np.array([[h - e["auroc_ci95"][0], e["auroc_ci95"][1] - h] if e.get("auroc_ci95") else [0, 0]
-                           for h, e in zip(heights, entries, strict=True)]).T  # (2, S)
-        axes.bar(np.arange(len(splits)) + (k - (len(runs) - 1) / 2) * width, heights, width, yerr=errors,
-                 capsize=2, label=run.name)
-    axes.axhline(0.5, color="k", linestyle="--", linewidth=0.8)
-    axes.set(xticks=np.arange(len(splits)), xticklabels=splits, ylabel="AUROC (95% CI)", ylim=(0.0, 1.05),
-             title="AUROC by split")
-    axes.legend(fontsize=7, ncols=min(4, len(runs)), loc="upper center", bbox_to_anchor=(0.5, -0.1))
-    figure.savefig(path)
+    y = np.arange(len(names))[::-1]
+    offsets = np.linspace(-0.27, 0.27, len(splits)) if len(splits) > 1 else np.zeros(1)
+    for k, split in enumerate(splits):
+        rows = [(row, by_name[name].metrics.get(split, {})) for row, name in zip(y, names, strict=True)]
+        rows = [(row, entry) for row, entry in rows if entry.get("auroc") is not None]
+        x = np.array([entry["auroc"] for _, entry in rows])
+        ci = np.array([entry.get("auroc_ci95") or [entry["auroc"]] * 2 for _, entry in rows]).reshape(-1, 2)
+        axes.errorbar(x, np.array([row for row, _ in rows]) + offsets[k], xerr=np.abs(ci.T - x), capsize=2,
+                      fmt=SPLIT_MARKERS[k % len(SPLIT_MARKERS)], markersize=6, color=f"C{k}", label=split)
+    axes.axvline(0.5, color="k", linestyle="--", linewidth=1, label="chance (0.5)")
+    axes.set(yticks=y, ylim=(-0.7, len(names) - 0.3), xlabel="AUROC (95% bootstrap CI)", title="AUROC by split")
+    axes.set_yticklabels(names, fontsize=10)
+    axes.grid(axis="x", alpha=0.3)
+    axes.legend(loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=9, title="split")
+    return figure
 
 
 def plot_calibration(runs: list[ModelRun], split: str, order: list[str], families: dict[str, str], n_bins: int,
@@ -587,17 +602,21 @@ def headline(splits: dict, families: dict[str, str], alpha: float) -> dict | Non
 
 
 def table_order(summary: dict) -> list[str]:
-    """The models as the tables list them: grouped by family, families ordered by their best model's headline
-    AUROC, models within a family by theirs; models without a headline AUROC after those with one."""
+    """The models as the tables list them (`grouped_order` by the headline split's AUROC)."""
     auroc = {r["model"]: r["auroc"] for r in (summary["headline"] or {}).get("ranking", [])}
+    return grouped_order(summary["models"], auroc, summary["families"])
 
+
+def grouped_order(names: list[str], auroc: dict[str, float], families: dict[str, str]) -> list[str]:
+    """Grouped by family, families ordered by their best model's AUROC, models within a family by theirs;
+    models without an AUROC after those with one, ties by name. `families` may leave models out (`other`)."""
     def rank(name: str) -> tuple:
         return (name not in auroc, -auroc.get(name, 0.0), name)
 
     family_rank = {}
-    for name in sorted(summary["models"], key=rank):
-        family_rank.setdefault(summary["families"][name], rank(name))
-    return sorted(summary["models"], key=lambda n: (family_rank[summary["families"][n]], rank(n)))
+    for name in sorted(names, key=rank):
+        family_rank.setdefault(families.get(name, OTHER), rank(name))
+    return sorted(names, key=lambda n: (family_rank[families.get(n, OTHER)], rank(n)))
 
 
 # ----- the summary
@@ -675,11 +694,12 @@ def write_figures(runs: list[ModelRun], summary: dict, params: ReportParams, plo
     plots.mkdir(parents=True, exist_ok=True)
     labelled = [s for s, info in summary["splits"].items() if info["best"] is not None]
     figures = []
-    if labelled:
-        plot_auroc_bars(runs, labelled, plots / "auroc.png")
-        figures.append(("AUROC by split with 95% bootstrap CIs: look for bars that stay at the dashed chance "
-                        "line on every split, and for drops from the seen to the unseen splits", plots / "auroc.png"))
     evaluated = [split for split in labelled if split != "train"]  # fitted on train: its curves tell nothing
+    if evaluated:
+        plot_auroc_by_split(runs, evaluated, table_order(summary), plots / "auroc.png")
+        figures.append(("AUROC on each evaluation split with 95% bootstrap CIs, one row per model (grouped by "
+                        "family), one marker per split: look for rows that sit on the dashed chance line on every "
+                        "split, and for unseen markers that fall behind the seen ones", plots / "auroc.png"))
     for split in evaluated:
         plot_roc(runs, split, table_order(summary), summary["families"], plots / f"roc_{split}.png")
         figures.append((f"ROC curves, {split}, one panel per family: the nearer a curve comes to the top left "
@@ -873,26 +893,30 @@ NO_RUN = ("_No committed run yet (no `eval/*/metrics.json`): run `dvc repro`, th
           "`python -m hatememes.readme_results`._")
 
 
-def results_table(metrics: dict[str, dict]) -> str:
-    """AUROC [95% bootstrap CI] of each model (in the given order) on each official split, as markdown: the
-    model's own run (the report adds the mean ± sd of models trained from several seeds).
+def results_table(metrics: dict[str, dict], families: dict[str, str] | None = None) -> str:
+    """AUROC [95% bootstrap CI] of each model on each official split, as markdown: the model's own run (the
+    report adds the mean ± sd of models trained from several seeds). Rows as the report's tables order them:
+    grouped by family (`families`; default the report's), best first on the headline split.
 
     `metrics` maps a model name to its metrics.json content (DESIGN §7); a split it lacks shows as —."""
     if not metrics:
         return NO_RUN + "\n"
-    rows = [[f"`{name}`"] + [auroc_cell(entry.get(split), seeds=False) for split in RESULT_SPLITS]
-            for name, entry in metrics.items()]
+    split = next((s for s in HEADLINE_SPLITS if any((m.get(s) or {}).get("auroc") is not None
+                                                   for m in metrics.values())), None)
+    auroc = {name: entry[split]["auroc"] for name, entry in metrics.items()
+             if split is not None and (entry.get(split) or {}).get("auroc") is not None}
+    order = grouped_order(list(metrics), auroc, FAMILIES if families is None else families)
+    rows = [[f"`{name}`"] + [auroc_cell(metrics[name].get(split), seeds=False) for split in RESULT_SPLITS]
+            for name in order]
     return md_table(["model", *RESULT_SPLITS], rows) + "\n"
 
 
-def results_markdown(eval_dir: Path, models: tuple[str, ...] = ()) -> str:
-    """`results_table` from the eval/<name>/metrics.json files alone (no predictions needed).
-
-    `models` orders the rows as the report does (params.yaml `report.models`); empty: every model with a
-    metrics.json, sorted by name. A named model without metrics.json is left out."""
+def results_markdown(eval_dir: Path, models: tuple[str, ...] = (), families: dict[str, str] | None = None) -> str:
+    """`results_table` from the eval/<name>/metrics.json files alone (no predictions needed), of `models`
+    (params.yaml `report.models`; empty: every model with a metrics.json; one without it is left out)."""
     paths = {p.parent.name: p for p in Path(eval_dir).glob("*/metrics.json")}
     names = [n for n in models if n in paths] if models else sorted(paths)
-    return results_table({n: json.loads(paths[n].read_text(encoding="utf-8")) for n in names})
+    return results_table({n: json.loads(paths[n].read_text(encoding="utf-8")) for n in names}, families)
 
 
 def render_markdown(summary: dict, lead: tuple[str, Path] | None, figures: list[tuple[str, Path]],
@@ -1062,7 +1086,8 @@ def build_report(eval_dir: Path, memes_dir: Path, out_dir: Path, params: ReportP
     figures = write_figures(runs, summary, params, out_dir / "plots")
     (out_dir / "report.md").write_text(render_markdown(summary, lead, figures, out_dir), encoding="utf-8")
     (out_dir / "report.html").write_text(render_html(summary, lead, figures, params), encoding="utf-8")
-    (out_dir / "summary.md").write_text(results_table({r.name: r.metrics for r in runs}), encoding="utf-8")
+    (out_dir / "summary.md").write_text(results_table({r.name: r.metrics for r in runs}, params.families),
+                                        encoding="utf-8")
     summary["plots"] = [str(p.relative_to(out_dir)) for _, p in ([lead] if lead else []) + figures]
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return summary

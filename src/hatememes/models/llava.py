@@ -256,11 +256,27 @@ class LlavaZeroShot:
 
     @torch.no_grad()
     def predict_proba(self, items: list[dict]) -> np.ndarray:
-        model, probs = self.load_weights(), []
-        for start in range(0, len(items), self.config.batch_size):
-            batch = collate_prompts(self.processor, self.config.prompt, items[start : start + self.config.batch_size])
-            batch = {key: value.to(model.device) for key, value in batch.items()}
-            probs.append(torch.sigmoid(yes_no_logits(model, batch, self.answer_ids)).cpu())
+        """P(Yes) of each item, `batch_size` at a time; out of memory (one process), the rest at half the batch,
+        as the shared loop's scoring does (the memes already scored keep their scores)."""
+        from hatememes.training import check_retry_possible, is_out_of_memory
+
+        model, probs, batch_size, start = self.load_weights(), [], self.config.batch_size, 0
+        key = "train.llava_zeroshot.model.batch_size"
+        while start < len(items):
+            try:
+                batch = collate_prompts(self.processor, self.config.prompt, items[start : start + batch_size])
+                batch = {name: value.to(model.device) for name, value in batch.items()}
+                probs.append(torch.sigmoid(yes_no_logits(model, batch, self.answer_ids)).cpu())
+            except RuntimeError as error:  # torch.OutOfMemoryError is one
+                if not is_out_of_memory(error):
+                    raise
+                check_retry_possible("scoring", key, batch_size, error)
+                if batch_size == 1:
+                    raise MemoryError(f"scoring: out of memory at {key} = 1: one meme does not fit") from error
+                batch_size //= 2
+                print(f"scoring: out of memory at {key} = {batch_size * 2}; retrying with {batch_size}", flush=True)
+                continue
+            start += len(probs[-1])
         return torch.cat(probs).numpy() if probs else np.zeros(0)
 
     def save_pretrained(self, directory: str | Path) -> None:
