@@ -81,24 +81,34 @@ def loop_threads(params: dict, name: str) -> int:
     return threads
 
 
+def seed_section(params: dict, name: str) -> str | None:
+    """Where `train.<name>` keeps its `seed` and `seeds`: `loop` (torch models), `model` (a fitted model that
+    draws random numbers: the numpy course networks), or nowhere (deterministic fits, zero-shot)."""
+    section = params["train"][name]
+    if "loop" in section:
+        return "loop"
+    return "model" if "seeds" in section.get("model", {}) else None
+
+
 def more_seeds(params: dict, name: str) -> list[int]:
-    """`train.<name>.loop.seeds` (torch models only), checked: no repeats, not the model's own `seed`."""
-    loop = params["train"][name].get("loop")
-    if loop is None:
+    """`train.<name>.loop.seeds` (or `.model.seeds`), checked: no repeats, not the model's own `seed`."""
+    where = seed_section(params, name)
+    if where is None:
         return []
-    seeds, seed = list(loop.get("seeds") or []), loop.get("seed", 0)
+    section = params["train"][name][where]
+    seeds, seed = list(section.get("seeds") or []), section.get("seed", 0)
     if len(set(seeds)) != len(seeds) or seed in seeds:
-        raise ValueError(f"train.{name}.loop.seeds = {seeds}: each seed once, and not loop.seed ({seed}), whose "
-                         f"run is the model itself")
+        raise ValueError(f"train.{name}.{where}.seeds = {seeds}: each seed once, and not {where}.seed ({seed}), "
+                         f"whose run is the model itself")
     return seeds
 
 
 def with_seed(params: dict, name: str, seed: int) -> dict:
-    """The params with `train.<name>.loop.seed` set to `seed` (and no further seeds)."""
+    """The params with `train.<name>.loop.seed` (or `.model.seed`) set to `seed` (and no further seeds)."""
     import copy
 
     replica = copy.deepcopy(params)
-    replica["train"][name]["loop"].update(seed=seed, seeds=[])
+    replica["train"][name][seed_section(params, name)].update(seed=seed, seeds=[])
     return replica
 
 

@@ -45,6 +45,7 @@ TORCH_MODELS = ("clip_fusion", "rgcl", "rgcl_bce_only", "mmbt", "visualbert", "l
 OVERRIDES = [  # one epoch and one seed each: the point is shapes, dtypes and formats
     *(f"train.{model}.loop.epochs=1" for model in TORCH_MODELS),
     *(f"train.{model}.loop.seeds=[]" for model in TORCH_MODELS),
+    "train.course_mlp.model.seeds=[]", "train.course_cnn.model.seeds=[]",
     "train.llava_lora.model.dtype=float32", "train.llava_lora.loop.mixed_precision=no",
     "train.llava_zeroshot.model.dtype=float32",
     "ensemble.n_folds=2",

@@ -551,3 +551,37 @@ def test_zero_shot_scoring_halves_its_batch_when_out_of_memory_and_keeps_every_s
         torch.OutOfMemoryError("CUDA out of memory (injected)")))
     with pytest.raises(MemoryError, match="train.llava_zeroshot.model.batch_size = 1"):
         LlavaZeroShot(dataclasses.replace(config, batch_size=1), load_processor(base), model).predict_proba(items)
+
+
+def test_classifier_head_is_lmm_rgcl_s_first_stage(base, tmp_path):
+    """With `classifier_head`, the logits are a linear head's on the last token's final hidden state, and a
+    training forward adds the answer token's cross-entropy over the vocabulary: loss = w_head BCE(head) +
+    w_lm CE("Yes" / "No"), computed here from the base's own outputs. The head trains and is saved with the
+    adapters; the reloaded model scores the same."""
+    from hatememes.training import model_outputs
+
+    model = lora(base, classifier_head=True, head_loss_weight=0.7, lm_loss_weight=0.3)
+    items = memes(6, 12)
+    batch = model.collate(items)
+    model.train()
+    with torch.no_grad():
+        logits, aux_loss, loss_weight = model_outputs(model(batch))
+        outputs = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              pixel_values=batch["pixel_values"], output_hidden_states=True, use_cache=False)
+    torch.testing.assert_close(logits, model.head(outputs.hidden_states[-1][:, -1]).squeeze(-1))
+    answers = torch.tensor([model.answer_ids[0] if item["label"] else model.answer_ids[1] for item in items])
+    torch.testing.assert_close(aux_loss, 0.3 * F.cross_entropy(outputs.logits[:, -1].float(), answers))
+    assert float(loss_weight) == pytest.approx(0.7)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(batch), logits)  # scoring: the head's logit alone
+    head_before = model.head.weight.detach().clone()
+    train(model, ItemList(memes(16, 13)), ItemList(memes(8, 14)), LoopParams(epochs=1, batch_size=8, lr=1.0e-2),
+          tmp_path / "run")
+    assert not torch.equal(model.head.weight, head_before)
+    model.eval()
+    model.save_pretrained(tmp_path / "saved")
+    reloaded = LlavaLoRA.from_pretrained(tmp_path / "saved").eval()
+    with torch.no_grad():
+        assert torch.equal(model(batch), reloaded(reloaded.collate(items)))
+    assert lora(base).head is None  # off by default: the Yes/No log-odds, as before

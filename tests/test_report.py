@@ -495,3 +495,14 @@ def test_rgcl_s_deviations_are_read_off_the_params(tmp_path):
     assert "model.hard_negatives 3 (theirs 1)" in rgcl_differs(full, "rgcl")
     assert REPRODUCES["rgcl"](full["train"]["rgcl"]["model"]) == "RGCL"
     assert REPRODUCES["rgcl"]({"contrastive_weight": 0.0}) is None
+
+
+def test_the_lmm_rgcl_row_says_which_score_our_predictions_are(tmp_path):
+    from hatememes.params import compose, load_params
+    from hatememes.report import lmm_rgcl_differs
+
+    conf = Path(__file__).parents[1] / "conf"
+    full = load_params(compose(["profile=full"], conf, tmp_path / "full.yaml"))
+    assert lmm_rgcl_differs(full, "llava_lora").startswith("predictions from the classifier head on the last token")
+    demo = load_params(compose([], conf, tmp_path / "demo.yaml"))
+    assert lmm_rgcl_differs(demo, "llava_lora").startswith("predictions from the Yes/No answer")

@@ -75,3 +75,20 @@ def test_a_seed_given_twice_or_equal_to_the_model_s_is_refused(repository, tmp_p
                   str(tmp_path / "p"), "--set", f"train.{MODEL}.loop.seeds=[0, 3]"], repository, check=False)
     assert result.returncode != 0
     assert f"train.{MODEL}.loop.seeds = [0, 3]: each seed once, and not loop.seed (0)" in result.stdout + result.stderr
+
+
+def test_a_numpy_course_network_takes_more_seeds_as_its_model_section_says(repository, tmp_path):
+    """course_mlp draws its initial weights and batches from `model.seed`: `model.seeds` trains it again from each,
+    and a seed's run is exactly the network trained with that `model.seed`."""
+    train = [sys.executable, "pipelines/train.py", "course_mlp", "--set", "train.course_mlp.model.epochs=2"]
+    run([*train, "--out", str(tmp_path / "m"), "--predictions", str(tmp_path / "p"),
+         "--set", "train.course_mlp.model.seeds=[3]"], repository)
+    run([*train, "--out", str(tmp_path / "m3"), "--predictions", str(tmp_path / "p3"),
+         "--set", "train.course_mlp.model.seed=3"], repository)
+    for split in ("train", "test_unseen"):
+        seeded = (tmp_path / "p" / "seeds" / "3" / f"{split}.csv").read_bytes()
+        assert seeded == (tmp_path / "p3" / f"{split}.csv").read_bytes()
+        assert seeded != (tmp_path / "p" / f"{split}.csv").read_bytes()
+    result = run([*train, "--out", str(tmp_path / "x"), "--predictions", str(tmp_path / "px"),
+                  "--set", "train.course_mlp.model.seeds=[0]"], repository, check=False)
+    assert "train.course_mlp.model.seeds = [0]: each seed once, and not model.seed (0)" in result.stdout + result.stderr

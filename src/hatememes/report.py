@@ -185,6 +185,17 @@ def rgcl_differs(params: dict, name: str) -> str:
         "the best epoch by dev AUROC (theirs by dev accuracy)", NO_DECAY_CLAUSE])
 
 
+def lmm_rgcl_differs(params: dict, name: str) -> str:
+    """Which score our LoRA model's predictions are (the report's label of the row), and what of LMM-RGCL it
+    leaves out, read off `train.<name>.model`."""
+    model = params.get("train", {}).get(name, {}).get("model", {})
+    if model.get("classifier_head"):
+        return (f"predictions from the classifier head on the last token (stage 1: head BCE x "
+                f"{model.get('head_loss_weight')} + answer-token LM loss x {model.get('lm_loss_weight')}); "
+                f"LoRA r {model.get('lora_r')}; no retrieval-augmented stage 2")
+    return "predictions from the Yes/No answer: LoRA with BCE on its logits, no classifier head, no retrieval"
+
+
 def fmt_param(value) -> str:
     if isinstance(value, tuple):
         return ", ".join(map(str, value))
@@ -199,7 +210,7 @@ DIFFERS = {
     "Hate-CLIPper (align)": hateclipper_differs,
     "Hate-CLIPper (cross)": hateclipper_differs,
     "RGCL": rgcl_differs,
-    "LMM-RGCL (LLaVA-1.5-7B)": "LoRA with BCE on the Yes/No logits only: no classifier head, no retrieval",
+    "LMM-RGCL (LLaVA-1.5-7B)": lmm_rgcl_differs,
 }
 
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hatememes.pretrained import loading
@@ -46,6 +47,7 @@ ANSWER_PREFIX = "ASSISTANT:"  # the answer token is what the tokenizer makes of 
 # the q/k/v projections of the CLIP vision tower.
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 CONFIG_FILE = "llava_classifier.json"
+HEAD_FILE = "classifier_head.safetensors"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 ZEROSHOT_BASE, LORA_BASE = "train.llava_zeroshot.model.base", "train.llava_lora.model.base"  # the params naming bases
 
@@ -71,9 +73,17 @@ class LlavaLoRAConfig:
     lora_dropout: float = 0.05
     quantization: Literal["none", "4bit"] = "none"  # "4bit": QLoRA (bitsandbytes nf4), needs CUDA
     gradient_checkpointing: bool = False
+    # LMM-RGCL's first stage: a logistic-regression head on the last token's final hidden state, trained with
+    # the language-model loss of the answer token; the head then gives the predictions
+    classifier_head: bool = False
+    head_loss_weight: float = 1.0  # its BCE (the loop's loss), with classifier_head
+    lm_loss_weight: float = 1.0  # cross-entropy of the answer token ("Yes" / "No") over the vocabulary
 
     def __post_init__(self) -> None:
         check_prompt(self.prompt)
+        if min(self.head_loss_weight, self.lm_loss_weight) < 0:
+            raise ValueError(f"llava_lora: head_loss_weight {self.head_loss_weight} and lm_loss_weight "
+                             f"{self.lm_loss_weight} must be >= 0")
 
 
 def llava_15_7b_config() -> LlavaConfig:
@@ -192,15 +202,22 @@ def yes_no_logits(model: nn.Module, batch: dict, answer_ids: tuple[int, int]) ->
 
     One forward, no generation: no KV cache (LLaVA-7B's at 640 tokens and batch 256 is ~86 GB) and the
     vocabulary projection at the last position only."""
+    logits = last_position(model, batch)[0]  # (B, V)
+    return logits[:, answer_ids[0]] - logits[:, answer_ids[1]]  # (B,)
+
+
+def last_position(model: nn.Module, batch: dict, hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(the vocabulary logits (B, V) in fp32, and with `hidden` the final hidden state (B, H)) at the last
+    position, the answer's."""
     outputs = model(
         input_ids=batch["input_ids"],  # (B, T), left-padded so that the last position is the answer's
         attention_mask=batch["attention_mask"],  # (B, T)
         pixel_values=batch["pixel_values"],  # (B, 3, H, W)
         use_cache=False,
         logits_to_keep=1,
+        output_hidden_states=hidden,
     )
-    logits = outputs.logits[:, -1].float()  # (B, V)
-    return logits[:, answer_ids[0]] - logits[:, answer_ids[1]]  # (B,)
+    return outputs.logits[:, -1].float(), outputs.hidden_states[-1][:, -1] if hidden else None
 
 
 def collate_prompts(processor: LlavaProcessor, prompt: str, items: list[dict]) -> dict:
@@ -292,7 +309,8 @@ class LlavaZeroShot:
 
 
 class LlavaLoRA(nn.Module):
-    """LLaVA with LoRA (or QLoRA) adapters on its language model; logits (B,) = logit_yes - logit_no."""
+    """LLaVA with LoRA (or QLoRA) adapters on its language model; logits (B,) = logit_yes - logit_no, or with
+    `classifier_head` the head's logit on the last token's hidden state (LMM-RGCL's first stage)."""
 
     Config = LlavaLoRAConfig
     inputs = ("image",)
@@ -302,6 +320,7 @@ class LlavaLoRA(nn.Module):
         self.config, self.model, self.processor = config, model, processor
         processor.tokenizer.padding_side = "left"
         self.answer_ids = answer_token_ids(processor.tokenizer)
+        self.head = nn.Linear(model.config.get_text_config().hidden_size, 1) if config.classifier_head else None
 
     @classmethod
     def build(cls, config: LlavaLoRAConfig, context=None) -> LlavaLoRA:
@@ -312,14 +331,32 @@ class LlavaLoRA(nn.Module):
     def collate(self, items: list[dict]) -> dict:
         return collate_prompts(self.processor, self.config.prompt, items)
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        return yes_no_logits(self.model, batch, self.answer_ids)  # (B,)
+    def forward(self, batch: dict) -> torch.Tensor | dict[str, torch.Tensor]:
+        """logit_yes - logit_no (B,); with the classifier head, its logit (B,), and in training the loop's
+        output dict: the head's logit, the weighted cross-entropy of the answer token (`aux_loss`) and the
+        head's loss weight."""
+        if self.head is None:
+            return yes_no_logits(self.model, batch, self.answer_ids)  # (B,)
+        vocabulary, hidden = last_position(self.model, batch, hidden=True)  # (B, V), (B, H)
+        logits = self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)  # (B,)
+        if not self.training:
+            return logits
+        answers = torch.where(batch["labels"] > 0.5, self.answer_ids[0], self.answer_ids[1])  # (B,) "Yes" / "No"
+        lm_loss = F.cross_entropy(vocabulary, answers)
+        return {"logits": logits, "aux_loss": self.config.lm_loss_weight * lm_loss,
+                "loss_weight": torch.tensor(self.config.head_loss_weight)}
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """adapter_config.json + adapter_model.safetensors (peft), the processor, and the config."""
+        """adapter_config.json + adapter_model.safetensors (peft), the processor, the config and, with
+        `classifier_head`, classifier_head.safetensors."""
         self.model.save_pretrained(directory)
         self.processor.save_pretrained(directory)
         write_config(directory, self.config)
+        if self.head is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
+                      str(Path(directory) / HEAD_FILE))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> LlavaLoRA:
@@ -329,7 +366,13 @@ class LlavaLoRA(nn.Module):
         config = read_config(directory, LlavaLoRAConfig)
         base = load_base(config.base, config.dtype, config.quantization)
         model = PeftModel.from_pretrained(base, directory, is_trainable=False)
-        return cls(config, model, load_processor(directory))
+        classifier = cls(config, model, load_processor(directory))
+        if classifier.head is not None:
+            from safetensors.torch import load_file
+
+            classifier.head.load_state_dict(load_file(str(Path(directory) / HEAD_FILE)))
+            classifier.head.to(base.device)
+        return classifier
 
 
 def merge(adapter_dir: str | Path, out_dir: str | Path) -> Path:

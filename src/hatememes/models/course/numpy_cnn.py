@@ -133,7 +133,8 @@ class CourseCNNConfig:
     weight_decay: float = 1.0e-4
     epochs: int = 10
     batch_size: int = 32
-    seed: int = 0
+    seed: int = 0  # initial weights and batch order
+    seeds: tuple[int, ...] = ()  # more seeds to train it with, from scratch (as a torch model's loop.seeds)
 
 
 def make_cnn(config: CourseCNNConfig, dtype=np.float32) -> Network:

@@ -223,7 +223,8 @@ class CourseMLPConfig:
     weight_decay: float = 1.0e-4
     epochs: int = 30
     batch_size: int = 64
-    seed: int = 0
+    seed: int = 0  # initial weights and batch order
+    seeds: tuple[int, ...] = ()  # more seeds to train it with, from scratch (as a torch model's loop.seeds)
 
 
 class CourseMLP:
