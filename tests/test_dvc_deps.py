@@ -22,7 +22,7 @@ from hatememes.params import compose  # noqa: E402
 
 MODELS = ["clip_fusion", "rgcl", "rgcl_bce_only", "rgcl_knn", "clip_linear_image", "clip_linear_text", "clip_zeroshot",
           "mmbt", "visualbert", "course_mlp", "course_cnn", "course_lstm", "course_transformer", "llava_zeroshot",
-          "llava_lora"]
+          "llava_lora", "lmm_rgcl", "lmm_rgcl_knn"]
 # evaluate@ reads train@'s predictions and the memes, never features, a base model or `launch`: a new input
 # reruns train@, and evaluate@ follows only when the predictions it reads change.
 CLIP_READERS = {"clip_fusion", "clip_linear_image", "clip_linear_text", "clip_zeroshot", "course_mlp", "rgcl",
@@ -112,7 +112,7 @@ def test_the_memes_rerun_every_stage_that_reads_them(repository):
     original = manifest.read_text()
     manifest.write_text('{"changed": true}')
     try:
-        readers = {f"features@{kind}" for kind in feature_kinds(repository)} | {"explain", "report"}
+        readers = {f"features@{kind}" for kind in feature_kinds(repository)} | {"explain", "report", "lmm_features"}
         readers |= {f"{stage}@{m}" for stage in ("train", "evaluate") for m in MODELS}
         assert stale(repository) == {"fetch"} | readers
     finally:
@@ -122,6 +122,12 @@ def test_the_memes_rerun_every_stage_that_reads_them(repository):
 def test_new_predictions_rerun_only_their_readers(repository):
     """train@mmbt is listed because its output changed; what reads the predictions follows, nothing else."""
     assert touched(repository, "eval/mmbt/predictions") == {"train@mmbt", "evaluate@mmbt", "ensemble", "report"}
+
+
+def test_a_retrained_llava_lora_reruns_the_lmm_features_and_only_what_reads_them(repository):
+    """LMM-RGCL's second stage reads stage 1's hidden states (data/features/lmm, from models/llava_lora)."""
+    assert touched(repository, "models/llava_lora") == {"train@llava_lora", "lmm_features"}
+    assert touched(repository, "data/features/lmm") == {"lmm_features", "train@lmm_rgcl", "train@lmm_rgcl_knn"}
 
 
 def test_a_retrained_rgcl_reruns_its_knn_index(repository):

@@ -585,3 +585,30 @@ def test_classifier_head_is_lmm_rgcl_s_first_stage(base, tmp_path):
     with torch.no_grad():
         assert torch.equal(model(batch), reloaded(reloaded.collate(items)))
     assert lora(base).head is None  # off by default: the Yes/No log-odds, as before
+
+
+def test_lmm_features_are_the_trained_model_s_last_token_hidden_states(base, tmp_path):
+    """The lmm_features stage's library: every split's rows are the hidden states `embed` gives on the model's
+    own prompt batches, in the split file's order, and they load as `lmm` items for lmm_rgcl."""
+    from conftest import write_official
+
+    from hatememes.data.readers import load_items
+    from hatememes.data.sources import FetchParams, fetch
+    from hatememes.features.lmm import extract_lmm_features
+    from hatememes.inference import load_model
+
+    write_official(tmp_path / "raw", {"train": 3, "dev_seen": 2, "test_unseen": 2})
+    fetch(FetchParams(source="local", path=str(tmp_path / "raw")), tmp_path / "memes")
+    model = lora(base, classifier_head=True)
+    perturb_adapters(model)
+    model.save_pretrained(tmp_path / "llava_lora")
+    (tmp_path / "llava_lora" / "model.json").write_text(json.dumps({"name": "llava_lora"}))
+    meta = extract_lmm_features(tmp_path / "llava_lora", tmp_path / "memes", tmp_path / "lmm", batch_size=2)
+    assert meta["dim"] == TINY.hidden_size
+    reloaded, _ = load_model(tmp_path / "llava_lora")
+    for split in ("train", "dev_seen", "test_unseen"):
+        items = load_items(tmp_path / "memes", {"lmm": tmp_path / "lmm"}, split, ("image", "lmm"))
+        rows = [items[i] for i in range(len(items))]
+        with torch.no_grad():
+            expected = reloaded.embed(reloaded.collate(rows))
+        torch.testing.assert_close(torch.stack([row["lmm"] for row in rows]), expected, atol=1e-5, rtol=1e-5)

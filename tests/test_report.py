@@ -497,12 +497,15 @@ def test_rgcl_s_deviations_are_read_off_the_params(tmp_path):
     assert REPRODUCES["rgcl"]({"contrastive_weight": 0.0}) is None
 
 
-def test_the_lmm_rgcl_row_says_which_score_our_predictions_are(tmp_path):
+def test_the_lmm_rgcl_row_pairs_with_our_two_stages_and_names_their_settings(tmp_path):
     from hatememes.params import compose, load_params
-    from hatememes.report import lmm_rgcl_differs
+    from hatememes.report import REPRODUCES, lmm_rgcl_differs
 
     conf = Path(__file__).parents[1] / "conf"
     full = load_params(compose(["profile=full"], conf, tmp_path / "full.yaml"))
-    assert lmm_rgcl_differs(full, "llava_lora").startswith("predictions from the classifier head on the last token")
+    clauses = lmm_rgcl_differs(full, "lmm_rgcl").split("; ")
+    assert clauses[0].startswith("stage 1: LoRA r 16, the classifier head's BCE x 1.0")
+    assert clauses[1] == "stage 2: rgcl's head (2 x 1024, metric ip, contrastive loss) on the last-token hidden states"
     demo = load_params(compose([], conf, tmp_path / "demo.yaml"))
-    assert lmm_rgcl_differs(demo, "llava_lora").startswith("predictions from the Yes/No answer")
+    assert lmm_rgcl_differs(demo, "lmm_rgcl").startswith("stage 1 without the classifier head")
+    assert REPRODUCES["lmm_rgcl"]({}) == "LMM-RGCL (LLaVA-1.5-7B)" and "llava_lora" not in REPRODUCES

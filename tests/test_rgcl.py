@@ -55,9 +55,11 @@ class AuthorsClassifier(nn.Module):
         return output
 
 
-def authors_loss(feats, labels, hard_negative_features, pseudo_positive_features, loss, triplet_margin=0.1):
-    """compute_loss from the model's output on (metric cos, no_pseudo_gold_positives 1, hard_negatives_loss,
-    dense retrieval, hybrid_loss off: the BCE half is the shared loop's)."""
+def authors_loss(feats, labels, hard_negative_features, pseudo_positive_features, loss, triplet_margin=0.1,
+                 metric="cos"):
+    """compute_loss from the model's output on (metric cos or ip, no_pseudo_gold_positives 1,
+    hard_negatives_loss, dense retrieval, hybrid_loss off: the BCE half is the shared loop's)."""
+    proj_dim = feats.shape[1]
     batch_size = len(labels)
     labels = labels.bool()
     labels_inverse = ~labels
@@ -67,8 +69,11 @@ def authors_loss(feats, labels, hard_negative_features, pseudo_positive_features
     in_batch_positives_no = torch.sum(label_matrix, dim=1) - 1
     in_batch_negative_no = batch_size - in_batch_positives_no - 1
     feats_expanded = feats.unsqueeze(2).expand(batch_size, -1, batch_size)
-    cos = nn.CosineSimilarity(dim=1, eps=1e-8)
-    sim_matrix = cos(feats_expanded, feats_expanded.transpose(0, 2))
+    if metric == "cos":
+        cos = nn.CosineSimilarity(dim=1, eps=1e-8)
+        sim_matrix = cos(feats_expanded, feats_expanded.transpose(0, 2))
+    elif metric == "ip":
+        sim_matrix = torch.sum(feats_expanded * feats_expanded.transpose(0, 2), dim=1) / proj_dim
     sim_matrix.fill_diagonal_(0)
     in_batch_negative_loss = sim_matrix * label_matrix_negative
     neg_mask = in_batch_negative_loss != 0
@@ -80,11 +85,17 @@ def authors_loss(feats, labels, hard_negative_features, pseudo_positive_features
     no_hard_negatives = hard_negative_features.shape[1]
     feats_expanded = feats.unsqueeze(1).expand(batch_size, no_hard_negatives, -1)
     zeroLoss_mask = torch.sum(hard_negative_features, dim=2) != 0  # noqa: N806
-    hard_loss = zeroLoss_mask * nn.CosineSimilarity(dim=2, eps=1e-8)(feats_expanded, hard_negative_features)
+    if metric == "cos":
+        hard_loss = zeroLoss_mask * nn.CosineSimilarity(dim=2, eps=1e-8)(feats_expanded, hard_negative_features)
+    elif metric == "ip":
+        hard_loss = zeroLoss_mask * torch.sum(feats_expanded * hard_negative_features, dim=2) / proj_dim
     if loss != "contrastive":
         hard_loss = torch.sum(hard_loss, dim=1)
     feats_expanded = feats.unsqueeze(1).expand(batch_size, 1, -1)
-    pseudo_gold_loss = nn.CosineSimilarity(dim=2, eps=1e-8)(feats_expanded, pseudo_positive_features)
+    if metric == "cos":
+        pseudo_gold_loss = nn.CosineSimilarity(dim=2, eps=1e-8)(feats_expanded, pseudo_positive_features)
+    elif metric == "ip":
+        pseudo_gold_loss = torch.sum(feats_expanded * pseudo_positive_features, dim=2) / proj_dim
     if loss != "contrastive":
         pseudo_gold_loss = torch.mean(pseudo_gold_loss, dim=1)
     if loss == "triplet":
@@ -192,9 +203,10 @@ def test_contrastive_weight_zero_is_plain_fusion_trained_with_bce():
 # ----- the loss
 
 
+@pytest.mark.parametrize("metric", ["cos", "ip"])
 @pytest.mark.parametrize("kind", ["triplet", "contrastive"])
 @pytest.mark.parametrize("hard", [1, 3])
-def test_loss_equals_the_authors(kind, hard):
+def test_loss_equals_the_authors(kind, hard, metric):
     generator = torch.Generator().manual_seed(hard)
     batch, dim = 9, 5
     anchors = torch.randn(batch, dim, generator=generator, requires_grad=True)
@@ -205,11 +217,12 @@ def test_loss_equals_the_authors(kind, hard):
     found = torch.ones(batch, hard, dtype=torch.bool)
     found[2, -1] = found[5] = False  # hard negatives not found: zero vectors in theirs, masked
     negatives[~found] = 0
-    ours = rgcl_loss(anchors, labels, positives, negatives, found, kind, margin=0.1)
-    theirs = authors_loss(anchors, labels, negatives, positives, kind, triplet_margin=0.1)
+    ours = rgcl_loss(anchors, labels, positives, negatives, found, kind, margin=0.1, metric=metric)
+    theirs = authors_loss(anchors, labels, negatives, positives, kind, triplet_margin=0.1, metric=metric)
     torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-6)
     ours_grad, = torch.autograd.grad(ours, anchors)
-    theirs_grad, = torch.autograd.grad(authors_loss(anchors, labels, negatives, positives, kind), anchors)
+    theirs_grad, = torch.autograd.grad(authors_loss(anchors, labels, negatives, positives, kind, metric=metric),
+                                       anchors)
     torch.testing.assert_close(ours_grad, theirs_grad, atol=1e-6, rtol=1e-5)
 
 
@@ -256,12 +269,14 @@ def test_a_meme_never_retrieves_itself_and_the_backends_agree():
     queries = torch.cat([embeddings[:30] + 0.01 * torch.randn(30, 16, generator=generator),
                          torch.randn(5, 16, generator=generator)])
     query_ids = torch.cat([ids[:30], torch.tensor([1, 2, 3, 4, 5])])
-    exact, faiss = make_index("exact", embeddings, ids), make_index("faiss", embeddings, ids)
-    for asked in (None, query_ids):
-        scores, rows = exact.search(queries, 10, asked)
-        faiss_scores, faiss_rows = faiss.search(queries, 10, asked)
-        assert torch.equal(rows, faiss_rows)
-        torch.testing.assert_close(scores, faiss_scores, atol=1e-5, rtol=1e-5)
+    for normalise in (True, False):  # cosine, and plain inner product (metric ip)
+        exact, faiss = make_index("exact", embeddings, ids, normalise), make_index("faiss", embeddings, ids, normalise)
+        for asked in (None, query_ids):
+            scores, rows = exact.search(queries, 10, asked)
+            faiss_scores, faiss_rows = faiss.search(queries, 10, asked)
+            assert torch.equal(rows, faiss_rows)
+            torch.testing.assert_close(scores, faiss_scores, atol=1e-4, rtol=1e-5)
+    exact = make_index("exact", embeddings, ids)
     _, own = exact.search(queries, 10)
     assert (own[:30, 0] == torch.arange(30)).all()  # without ids, a near copy is its own nearest
     _, rows = exact.search(queries, 10, query_ids)
@@ -322,3 +337,15 @@ def test_knn_vote_equals_the_authors_and_indexes_the_training_memes_only(tmp_pat
     _, own_rows = make_index("exact", knn.embeddings, knn.ids).search(knn.embed(train[:5]), 7,
                                                                       torch.tensor([i["id"] for i in train[:5]]))
     assert not (own_rows == torch.arange(5)[:, None]).any() and on_train.shape == (5,)
+
+
+def test_on_lmm_features_the_hidden_state_goes_straight_to_the_hidden_layers():
+    """features: lmm (LMM-RGCL's second stage): one input, no maps and no fusion; the rest is rgcl's."""
+    torch.manual_seed(0)
+    ours = RGCL.build(RGCLConfig(features="lmm", num_layers=2, hidden_dim=6), BuildContext({"lmm": {"dim": 10}}))
+    assert ours.inputs == ("lmm",) and not hasattr(ours, "image_projection")
+    hidden = torch.randn(5, 10)
+    batch = ours.collate([{"id": i, "label": i % 2, "lmm": hidden[i]} for i in range(5)])
+    logits, embedding = ours.eval().encode(batch)
+    torch.testing.assert_close(embedding, ours.hidden[:-2](hidden))
+    torch.testing.assert_close(logits, ours.classifier(torch.relu(embedding)).squeeze(-1))

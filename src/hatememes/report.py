@@ -110,7 +110,9 @@ PUBLISHED = (
     Published("RGCL", "Mei et al. 2024, ACL (RGCL, aclanthology 2024.acl-long.291)", "test_seen", 87.0,
               note="AUROC as quoted by our issue tracker; accuracy not copied (not checked offline)"),
     Published("LMM-RGCL (LLaVA-1.5-7B)", "Mei et al. 2025, EMNLP (arXiv:2502.13061)", "test_seen", 89.7, 80.9,
-              note="retrieval-augmented LMM fine-tuning"),
+              note="retrieval-augmented LMM fine-tuning; figures from a secondary source (our issue tracker)"),
+    Published("LMM-RGCL (Qwen2-VL-7B)", "Mei et al. 2025, EMNLP (arXiv:2502.13061)", "test_seen", 91.1,
+              note="figure from a secondary source (our issue tracker); no Qwen2-VL model here yet"),
 )
 # Which published row each of our models reproduces, read off its resolved `train.<model>.model` section (a
 # model with another setting reproduces none), and how ours differs from the published setup.
@@ -119,7 +121,7 @@ REPRODUCES = {
     "visualbert": lambda model: "VisualBERT COCO" if "visualbert" in str(model.get("init", "")) else "VisualBERT",
     "clip_fusion": lambda model: {"align": "Hate-CLIPper (align)", "cross": "Hate-CLIPper (cross)"}.get(
         model.get("fusion")),
-    "llava_lora": lambda model: "LMM-RGCL (LLaVA-1.5-7B)",
+    "lmm_rgcl": lambda model: "LMM-RGCL (LLaVA-1.5-7B)",  # its stage 2, on llava_lora's hidden states
     "rgcl": lambda model: "RGCL" if model.get("contrastive_weight", 0) > 0 else None,
 }
 # Hate-CLIPper as its authors ran it (gokulkarthik/hateclipper: run.sh of f712452 for align, of 1898520 for
@@ -186,14 +188,18 @@ def rgcl_differs(params: dict, name: str) -> str:
 
 
 def lmm_rgcl_differs(params: dict, name: str) -> str:
-    """Which score our LoRA model's predictions are (the report's label of the row), and what of LMM-RGCL it
-    leaves out, read off `train.<name>.model`."""
-    model = params.get("train", {}).get(name, {}).get("model", {})
-    if model.get("classifier_head"):
-        return (f"predictions from the classifier head on the last token (stage 1: head BCE x "
-                f"{model.get('head_loss_weight')} + answer-token LM loss x {model.get('lm_loss_weight')}); "
-                f"LoRA r {model.get('lora_r')}; no retrieval-augmented stage 2")
-    return "predictions from the Yes/No answer: LoRA with BCE on its logits, no classifier head, no retrieval"
+    """How our two stages depart from LMM-RGCL's, read off `train.llava_lora.model` (stage 1, the LMM whose
+    hidden states stage 2 reads) and `train.<name>.model` (stage 2)."""
+    train = params.get("train", {})
+    first, second = train.get("llava_lora", {}).get("model", {}), train.get(name, {}).get("model", {})
+    if first.get("classifier_head"):
+        stage1 = (f"stage 1: LoRA r {first.get('lora_r')}, the classifier head's BCE x {first.get('head_loss_weight')} "
+                  f"+ the answer token's LM loss x {first.get('lm_loss_weight')}")
+    else:
+        stage1 = "stage 1 without the classifier head: LoRA with BCE on the Yes/No logits only"
+    stage2 = (f"stage 2: rgcl's head ({second.get('num_layers')} x {second.get('hidden_dim')}, metric "
+              f"{second.get('metric')}, {second.get('contrastive_loss')} loss) on the last-token hidden states")
+    return "; ".join([stage1, stage2, "an anchor never retrieves itself"])
 
 
 def fmt_param(value) -> str:

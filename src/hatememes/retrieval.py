@@ -3,12 +3,12 @@
     index = make_index("exact", embeddings, ids)           # (N, D) rows; "faiss" is the same search in faiss
     scores, rows = index.search(queries, k, query_ids)      # (B, k) each: best first, never the query itself
 
-Rows are L2-normalised on the way in, so inner product is cosine similarity. `exact` is a matrix product and
-`torch.topk` (ties go to the lower row, as faiss's flat index orders them); `faiss` builds `faiss.IndexFlatIP`,
-the flat index the RGCL authors search with (JingbiaoMei/RGCL, src/utils/retrieval.py), and is the place to put
-an approximate index for very large training sets. Both return the same neighbours on the same rows
-(tests/test_retrieval.py). A query whose id is in the index never retrieves itself: search asks for one more
-neighbour and drops the query's own row.
+Rows are L2-normalised on the way in, so inner product is cosine similarity (`normalise=False`: plain inner
+product, as RGCL's metric "ip"). `exact` is a matrix product and `torch.topk`; `faiss` builds
+`faiss.IndexFlatIP`, the flat index the RGCL authors search with (JingbiaoMei/RGCL, src/utils/retrieval.py),
+and is the place to put an approximate index for very large training sets. Both return the same neighbours on
+the same rows (tests/test_rgcl.py). A query whose id is in the index never retrieves itself: search asks for
+one more neighbour and drops the query's own row.
 """
 
 from __future__ import annotations
@@ -30,17 +30,19 @@ class Index(Protocol):
 
 
 class _Index:
-    def __init__(self, embeddings: torch.Tensor, ids: torch.Tensor):
+    def __init__(self, embeddings: torch.Tensor, ids: torch.Tensor, normalise: bool = True):
         if embeddings.ndim != 2 or len(embeddings) != len(ids):
             raise ValueError(f"index: embeddings {tuple(embeddings.shape)} and ids {tuple(ids.shape)} disagree")
-        self.ids = ids.detach().cpu().long()
-        self.rows = F.normalize(embeddings.detach().float(), dim=-1)  # (N, D)
+        self.ids, self.normalise = ids.detach().cpu().long(), normalise
+        rows = embeddings.detach().float()
+        self.rows = F.normalize(rows, dim=-1) if normalise else rows  # (N, D)
 
     def search(self, queries: torch.Tensor, k: int, query_ids: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores (B, k), rows (B, k)): the k most similar rows of each query, best first. Rows of the index
         holding the query's own id are skipped; fewer than k rows left gives row -1 and score -inf."""
-        queries = F.normalize(queries.detach().float(), dim=-1)
+        queries = queries.detach().float()
+        queries = F.normalize(queries, dim=-1) if self.normalise else queries
         wanted = min(k + (query_ids is not None), len(self.ids))
         scores, rows = self._top(queries, wanted)  # (B, wanted) each, on CPU
         if query_ids is not None:
@@ -64,15 +66,15 @@ class ExactIndex(_Index):
 
     def _top(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         rows = self.rows.to(queries.device)
-        scores, found = torch.topk(queries @ rows.T, k, dim=1)  # topk keeps the lower index first on ties
+        scores, found = torch.topk(queries @ rows.T, k, dim=1)
         return scores.cpu(), found.cpu()
 
 
 class FaissIndex(_Index):
     """faiss's exact flat inner-product index (faiss-cpu); the rows are added once."""
 
-    def __init__(self, embeddings: torch.Tensor, ids: torch.Tensor):
-        super().__init__(embeddings, ids)
+    def __init__(self, embeddings: torch.Tensor, ids: torch.Tensor, normalise: bool = True):
+        super().__init__(embeddings, ids, normalise)
         try:
             import faiss
         except ImportError as error:
@@ -89,7 +91,8 @@ class FaissIndex(_Index):
 BACKENDS = {"exact": ExactIndex, "faiss": FaissIndex}
 
 
-def make_index(backend: Backend, embeddings: torch.Tensor, ids: torch.Tensor) -> Index:
+def make_index(backend: Backend, embeddings: torch.Tensor, ids: torch.Tensor, normalise: bool = True) -> Index:
+    """An index of `embeddings` (N, D) by cosine similarity, or by inner product with `normalise` false."""
     if backend not in BACKENDS:
         raise ValueError(f"retrieval backend {backend!r}: one of {', '.join(BACKENDS)}")
-    return BACKENDS[backend](embeddings, ids)
+    return BACKENDS[backend](embeddings, ids, normalise)

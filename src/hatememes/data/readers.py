@@ -22,7 +22,8 @@ from hatememes.data.memes import Meme, load_rgb, read_split
 from hatememes.features.store import load_split
 
 FEATURE_TENSORS = {"clip": {"clip_image": "image", "clip_text": "text"}, "grid": {"grid": "grid"},
-                   "regions": {"regions": "regions", "boxes": "boxes"}}
+                   "regions": {"regions": "regions", "boxes": "boxes"},
+                   "lmm": {"lmm": "hidden"}}  # a fine-tuned LMM's last-token hidden state (hatememes.features.lmm)
 # item key -> stored tensor, given to the items when the features hold it (features.clip.pooled)
 OPTIONAL_TENSORS = {"clip": {"clip_image_pooled": "image_pooled", "clip_text_pooled": "text_pooled"}}
 

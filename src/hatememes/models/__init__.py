@@ -27,6 +27,7 @@ Items are dicts with `id` (int), `text` (str), `label` (0, 1, or -1 when unknown
                   with features.clip.pooled)
     "grid"    -> "grid" (C, S, S)                          CNN feature map (MMBT-Grid)
     "regions" -> "regions" (K, D), "boxes" (K, 6)        RoIAlign features + (x1, y1, x2, y2, w, h) in [0, 1]
+    "lmm"     -> "lmm" (H,)                               a fine-tuned LMM's last-token hidden state
     "image"   -> "image"                                   PIL RGB image
 `context` is a `BuildContext`: the meta.json of every cached feature set and the training texts (for
 tokenizers trained on the data). `inputs` may be set per instance by `build` (MMBT reads `grid` or
@@ -52,6 +53,8 @@ MODELS: dict[str, str] = {
     "rgcl": "hatememes.models.rgcl:RGCL",
     "rgcl_bce_only": "hatememes.models.rgcl:RGCL",  # the ablation: the same model, contrastive_weight 0
     "rgcl_knn": "hatememes.models.rgcl_knn:RGCLKnn",
+    "lmm_rgcl": "hatememes.models.rgcl:RGCL",  # LMM-RGCL's second stage: rgcl on llava_lora's hidden states
+    "lmm_rgcl_knn": "hatememes.models.rgcl_knn:RGCLKnn",
     "clip_linear_image": "hatememes.models.clip_linear:ClipLinearImage",
     "clip_linear_text": "hatememes.models.clip_linear:ClipLinearText",
     "clip_zeroshot": "hatememes.models.clip_zeroshot:ClipZeroShot",

@@ -331,6 +331,11 @@ class LlavaLoRA(nn.Module):
     def collate(self, items: list[dict]) -> dict:
         return collate_prompts(self.processor, self.config.prompt, items)
 
+    def embed(self, batch: dict) -> torch.Tensor:
+        """The final hidden state at the last prompt position (B, H): what the classifier head reads, and the
+        meme embedding of LMM-RGCL's second stage (hatememes.features.lmm)."""
+        return last_position(self.model, batch, hidden=True)[1]
+
     def forward(self, batch: dict) -> torch.Tensor | dict[str, torch.Tensor]:
         """logit_yes - logit_no (B,); with the classifier head, its logit (B,), and in training the loop's
         output dict: the head's logit, the weighted cross-entropy of the answer token (`aux_loss`) and the

@@ -61,6 +61,10 @@ class RGCLConfig:
     hidden_dim: int = 1024  # the authors' proj_dim
     drop_probs: tuple[float, float, float] = (0.2, 0.4, 0.1)  # map, fusion, hidden (the authors' order)
     embeddings: Literal["projected", "pooled"] = "projected"  # which CLIP outputs of the clip features
+    # "clip": an image and a text embedding, fused; "lmm": one fine-tuned LMM's last-token hidden state (LMM-RGCL's
+    # second stage, hatememes.features.lmm), which goes straight to the hidden layers (no maps, no fusion)
+    features: Literal["clip", "lmm"] = "clip"
+    metric: Literal["cos", "ip"] = "cos"  # the loss's similarity: cosine, or inner product / hidden_dim (theirs)
     contrastive_weight: float = 0.5  # w in (1 - w) BCE + w L_rgcl: the authors' 1 - ce_weight; 0: plain fusion
     contrastive_loss: Literal["triplet", "contrastive"] = "triplet"
     margin: float = 0.1  # the triplet's (the authors' triplet_margin)
@@ -69,13 +73,13 @@ class RGCLConfig:
     search_multiple: int = 12  # neighbours searched: this x max(hard_negatives, pseudo_positives)
     refresh_every: int = 133  # training batches between index rebuilds (their train set: 8500 / 64 = 1 epoch)
     backend: Backend = "exact"  # "faiss": faiss-cpu's flat index (hatememes.retrieval)
-    image_dim: int = 0  # filled from the clip features' meta.json at build time
+    image_dim: int = 0  # filled from the features' meta.json at build time (features lmm: its hidden size)
     text_dim: int = 0
 
 
 class RGCL(nn.Module):
     Config = RGCLConfig
-    inputs = ("clip",)
+    inputs = ("clip",)  # ("lmm",) with features: lmm (set per instance)
 
     def __init__(self, config: RGCLConfig):
         super().__init__()
@@ -86,11 +90,14 @@ class RGCL(nn.Module):
                              f"pseudo_positives {config.pseudo_positives} and refresh_every {config.refresh_every} "
                              f"must be >= 1, hard_negatives and search_multiple "
                              f">= 0, contrastive_weight in [0, 1] (got {config.contrastive_weight})")
-        self.config = config
+        self.config, self.inputs = config, (config.features,)
         p_map, p_fusion, p_hidden = config.drop_probs
-        self.image_projection = mapping(config.image_dim, config.projection_dim, config.num_mapping_layers, p_map)
-        self.text_projection = mapping(config.text_dim, config.projection_dim, config.num_mapping_layers, p_map)
-        width = config.projection_dim * (config.projection_dim if config.fusion == "cross" else 1)
+        if config.features == "clip":
+            self.image_projection = mapping(config.image_dim, config.projection_dim, config.num_mapping_layers, p_map)
+            self.text_projection = mapping(config.text_dim, config.projection_dim, config.num_mapping_layers, p_map)
+            width = config.projection_dim * (config.projection_dim if config.fusion == "cross" else 1)
+        else:
+            width = config.image_dim
         layers: list[nn.Module] = [nn.Dropout(p_fusion)]
         for _ in range(config.num_layers):
             layers += [nn.Linear(width, config.hidden_dim), nn.ReLU(), nn.Dropout(p_hidden)]
@@ -102,28 +109,34 @@ class RGCL(nn.Module):
 
     @classmethod
     def build(cls, config: RGCLConfig, context: BuildContext) -> RGCL:
+        if config.features == "lmm":
+            return cls(RGCLConfig(**{**asdict(config), "image_dim": context.feature_meta["lmm"]["dim"]}))
         from hatememes.models.clip_fusion import ClipFusion, ClipFusionConfig
 
         dims = ClipFusion.build(ClipFusionConfig(embeddings=config.embeddings), context).config
         return cls(RGCLConfig(**{**asdict(config), "image_dim": dims.image_dim, "text_dim": dims.text_dim}))
 
     def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        image, text = EMBEDDINGS[self.config.embeddings]
-        return {
-            "image_features": torch.stack([item[image] for item in items]).float(),  # (B, D_image)
-            "text_features": torch.stack([item[text] for item in items]).float(),  # (B, D_text)
-            "labels": torch.tensor([item["label"] for item in items], dtype=torch.float32),
-            "ids": torch.tensor([item["id"] for item in items], dtype=torch.long),
-        }
+        if self.config.features == "lmm":
+            inputs = {"features": torch.stack([item["lmm"] for item in items]).float()}  # (B, H_lmm)
+        else:
+            image, text = EMBEDDINGS[self.config.embeddings]
+            inputs = {"image_features": torch.stack([item[image] for item in items]).float(),  # (B, D_image)
+                      "text_features": torch.stack([item[text] for item in items]).float()}  # (B, D_text)
+        return {**inputs, "labels": torch.tensor([item["label"] for item in items], dtype=torch.float32),
+                "ids": torch.tensor([item["id"] for item in items], dtype=torch.long)}
 
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B,), g (B, H))."""
-        image = F.normalize(self.image_projection(batch["image_features"]), dim=-1)  # (B, P)
-        text = F.normalize(self.text_projection(batch["text_features"]), dim=-1)  # (B, P)
-        if self.config.fusion == "align":
-            fused = image * text  # (B, P)
+        if self.config.features == "lmm":
+            fused = batch["features"]  # (B, H_lmm): the LMM has fused image and text already
         else:
-            fused = torch.bmm(image.unsqueeze(2), text.unsqueeze(1)).flatten(1)  # (B, P*P)
+            image = F.normalize(self.image_projection(batch["image_features"]), dim=-1)  # (B, P)
+            text = F.normalize(self.text_projection(batch["text_features"]), dim=-1)  # (B, P)
+            if self.config.fusion == "align":
+                fused = image * text  # (B, P)
+            else:
+                fused = torch.bmm(image.unsqueeze(2), text.unsqueeze(1)).flatten(1)  # (B, P*P)
         embedding = self.hidden[:-2](fused)  # up to the last hidden Linear: (B, H)
         # the authors run the logits' pass afresh from the fusion: in training, other dropout masks than g's
         hidden = self.hidden(fused) if self.training else self.hidden[-2:](embedding)
@@ -172,10 +185,11 @@ class RGCL(nn.Module):
             self.refresh_index()
         self.batches_seen += 1
         if self._index is None:  # after a refresh, or a checkpoint's buffers loaded
-            self._index = make_index(self.config.backend, self.index_embeddings, self.index_ids)
+            self._index = make_index(self.config.backend, self.index_embeddings, self.index_ids,
+                                     normalise=self.config.metric == "cos")
         positives, negatives, found = self.neighbours(embedding, batch["labels"], batch["ids"])
         return rgcl_loss(embedding, batch["labels"], positives, negatives, found, self.config.contrastive_loss,
-                         self.config.margin)
+                         self.config.margin, self.config.metric)
 
     def neighbours(self, queries: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -220,17 +234,23 @@ class RGCL(nn.Module):
 
 
 def rgcl_loss(anchors: torch.Tensor, labels: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
-              found: torch.Tensor, kind: str, margin: float) -> torch.Tensor:
-    """The authors' retrieval-guided term (src/model/loss.py, metric cos): anchors (B, H), labels (B,),
+              found: torch.Tensor, kind: str, margin: float, metric: str = "cos") -> torch.Tensor:
+    """The authors' retrieval-guided term (src/model/loss.py, metric cos or ip): anchors (B, H), labels (B,),
     pseudo-gold positives (B, P, H), hard negatives (B, M, H) of which `found` (B, M) exist."""
-    similarity = F.cosine_similarity(anchors.unsqueeze(1), anchors.unsqueeze(0), dim=-1, eps=1e-8)  # (B, B)
-    similarity = similarity.fill_diagonal_(0)
+    def similar(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if metric == "cos":
+            return F.cosine_similarity(a, b, dim=-1, eps=1e-8)
+        if metric == "ip":
+            return (a * b).sum(-1) / anchors.shape[-1]
+        raise ValueError(f"rgcl: metric {metric!r}: cos or ip")
+
+    similarity = similar(anchors.unsqueeze(1), anchors.unsqueeze(0)).fill_diagonal_(0)  # (B, B)
     other = labels.unsqueeze(0) != labels.unsqueeze(1)  # (B, B): in-batch negatives
     in_batch = similarity * other
     counted = in_batch != 0  # their mask: the non-zero terms
     has_negatives = other.any(1)
-    hard = found * F.cosine_similarity(anchors.unsqueeze(1), negatives, dim=-1, eps=1e-8)  # (B, M)
-    positive = F.cosine_similarity(anchors.unsqueeze(1), positives, dim=-1, eps=1e-8)  # (B, P)
+    hard = found * similar(anchors.unsqueeze(1), negatives)  # (B, M)
+    positive = similar(anchors.unsqueeze(1), positives)  # (B, P)
     if kind == "triplet":
         batch_term = torch.where(has_negatives, in_batch.sum(1) / counted.sum(1).clamp(min=1), 0.0)
         return torch.relu(batch_term + hard.sum(1) - positive.mean(1) + margin).mean()

@@ -45,6 +45,7 @@ class RGCLKnn:
         if config.top_k < 1 or config.vote not in ("arithmetic", "mean"):
             raise ValueError(f"rgcl_knn: top_k {config.top_k} (1 or more), vote {config.vote!r} (arithmetic or mean)")
         self.config, self.encoder = config, encoder.eval()
+        self.inputs = encoder.inputs  # ("clip",), or ("lmm",) for lmm_rgcl's encoder
         self.embeddings = self.labels = self.ids = None
 
     @classmethod
