@@ -591,7 +591,6 @@ def test_lmm_features_are_the_trained_model_s_last_token_hidden_states(base, tmp
     """The lmm_features stage's library: every split's rows are the hidden states `embed` gives on the model's
     own prompt batches, in the split file's order, and they load as `lmm` items for lmm_rgcl."""
     from conftest import write_official
-
     from hatememes.data.readers import load_items
     from hatememes.data.sources import FetchParams, fetch
     from hatememes.features.lmm import extract_lmm_features
