@@ -38,9 +38,6 @@ NOT_RUN = {
     "dvc exp run -S profile=full -S fetch.source=zip -S fetch.path=data/raw/hateful_memes.zip":
         "the full profile needs the licensed Hateful Memes data and a GPU (tests/test_full_shapes.py runs its "
         "stages at the real sizes on random weights, and test_dvc_deps its zip fetch)",
-    "accelerate launch --config_file configs/accelerate/multi_gpu.yaml pipelines/train.py mmbt":
-        "the multi_gpu config needs several GPUs (2-worker CPU launches, configs/accelerate/cpu_2.yaml, are "
-        "tested in test_launch and test_e2e)",
 }
 
 

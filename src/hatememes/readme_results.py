@@ -7,7 +7,7 @@
 The first block (between `<!-- results:start -->` and `<!-- results:end -->`) is rebuilt with
 `hatememes.report.results_markdown` from the eval/<name>/metrics.json files (git tracks them; no
 predictions needed), grouped by family (params.yaml `report.families`) as the report's tables: the table the
-report stage writes to eval/summary.md. The second (`<!-- second-world:... -->`) shows the unseen splits'
+report stage writes to eval/summary.md. The second (`<!-- second-world:... -->`) shows the test_unseen
 AUROCs of the demo reproduced in another world (params `WORLD_SEEDS` set to another seed, as the e2e test
 does), recorded in docs/second-world.json by `--second-world REPOSITORY` from that repository's params.yaml
 and eval/*/metrics.json. Not a DVC stage: it edits files the user commits, after `dvc repro`.
@@ -55,11 +55,11 @@ def second_world_record(repository: Path) -> dict:
             "metrics": {path.parent.name: json.loads(path.read_text(encoding="utf-8")) for path in paths}}
 
 
-SECOND_WORLD_SPLITS = ("dev_unseen", "test_unseen")  # what the bars read; the first table has every split
+SECOND_WORLD_SPLITS = ("test_unseen",)  # what the bars read; the first table has every split
 
 
 def second_world_table(record: dict, models: tuple[str, ...] = (), families: dict[str, str] | None = None) -> str:
-    """AUROC of every model on the unseen splits in the second world (no intervals: the first table has them),
+    """AUROC of every model on test_unseen in the second world (no intervals: the first table has them),
     in the first table's order: grouped by family, best first on test_unseen."""
     metrics = record["metrics"]
     names = [n for n in models if n in metrics] if models else sorted(metrics)

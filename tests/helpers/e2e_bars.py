@@ -20,7 +20,7 @@ LABELLED_SPLITS = ("dev_seen", "dev_unseen", "test_seen", "test_unseen")
 
 # lowest AUROC on test_unseen of the models that should learn the pair rule
 LEARNERS = {"clip_fusion": 0.90, "mmbt": 0.90, "visualbert": 0.90, "course_mlp": 0.90, "llava_lora": 0.85,
-            "rgcl": 0.90, "rgcl_bce_only": 0.90, "rgcl_knn": 0.85}
+            "rgcl": 0.90, "rgcl_bce_only": 0.90, "rgcl_knn": 0.85, "lmm_rgcl": 0.85, "lmm_rgcl_knn": 0.85}
 # unimodal models cannot see the pair, zero-shot models were never taught the rule: at most CHANCE_BAR
 AT_CHANCE = ("clip_linear_image", "clip_linear_text", "course_cnn", "course_lstm", "course_transformer",
              "clip_zeroshot", "llava_zeroshot")
