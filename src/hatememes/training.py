@@ -223,7 +223,7 @@ def run_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, params,
                 save_checkpoint(accelerator, state, checkpoints, params.keep_checkpoints)
 
 
-def model_outputs(outputs) -> tuple[torch.Tensor, torch.Tensor | float, torch.Tensor | float]:
+def model_outputs(outputs) -> tuple[torch.Tensor, torch.Tensor | float, float]:
     """(logits, aux_loss, loss_weight) of a model's forward: logits (B,) alone (loss = loop.loss), or a dict with
     "logits" and optionally "aux_loss" (a term the model computes itself, weighted: rgcl's retrieval-guided
     loss) and "loss_weight" (the factor on loop.loss). Under several processes the epoch's padded last batch

@@ -349,7 +349,7 @@ class LlavaLoRA(nn.Module):
         answers = torch.where(batch["labels"] > 0.5, self.answer_ids[0], self.answer_ids[1])  # (B,) "Yes" / "No"
         lm_loss = F.cross_entropy(vocabulary, answers)
         return {"logits": logits, "aux_loss": self.config.lm_loss_weight * lm_loss,
-                "loss_weight": torch.tensor(self.config.head_loss_weight)}
+                "loss_weight": self.config.head_loss_weight}
 
     def save_pretrained(self, directory: str | Path) -> None:
         """adapter_config.json + adapter_model.safetensors (peft), the processor, the config and, with

@@ -31,6 +31,11 @@ holds the anchor, so its own eval-mode embedding is usually its pseudo-gold posi
 negatives than positives all of them are taken (their loop stops once it holds one of each). The index lives in
 buffers, so a checkpoint holds it and a resumed run continues with the same one; `save_pretrained` leaves it
 out (rgcl_knn builds its own from the trained encoder).
+
+`features: lmm` is LMM-RGCL's second stage (Mei et al. 2025; JingbiaoMei/RGCL, RA-HMD/Stage2): the input is a
+fine-tuned LMM's last-token hidden state (`hatememes.features.lmm`), which has fused image and text already, so
+it goes straight to the hidden layers (no maps, no fusion). `metric: ip` is that stage's similarity: the inner
+product / H in the loss, and retrieval by inner product (no normalisation).
 """
 
 from __future__ import annotations
@@ -150,7 +155,7 @@ class RGCL(nn.Module):
         if not self.training or weight == 0:
             return logits
         return {"logits": logits, "aux_loss": weight * self.retrieval_loss(embedding, batch),
-                "loss_weight": torch.tensor(1.0 - weight)}
+                "loss_weight": 1.0 - weight}
 
     # ----- the training index
 

@@ -52,8 +52,8 @@ class RGCLKnn:
     def build(cls, config: RGCLKnnConfig, context: BuildContext) -> RGCLKnn:
         folder = Path(config.encoder)
         if not (folder / "model.json").is_file():
-            raise FileNotFoundError(f"train.rgcl_knn.model.encoder = {config.encoder}: no trained rgcl there "
-                                    "(run: dvc repro train@rgcl)")
+            raise FileNotFoundError(f"model.encoder = {config.encoder}: no trained rgcl model there (model.json is "
+                                    "missing: run its train stage, e.g. dvc repro train@rgcl)")
         return cls(config, RGCL.from_pretrained(folder))
 
     @torch.no_grad()
