@@ -40,14 +40,13 @@ from conftest import write_official  # noqa: E402
 pytestmark = [pytest.mark.full_shapes, pytest.mark.slow]
 
 SIZES = {"train": 2, "dev_seen": 4, "dev_unseen": 2, "test_seen": 2, "test_unseen": 2}
-TORCH_MODELS = ("clip_fusion", "rgcl", "rgcl_bce_only", "mmbt", "visualbert", "llava_lora", "course_lstm",
-                "course_transformer")
+TORCH_MODELS = ("clip_fusion", "rgcl", "rgcl_bce_only", "mmbt", "visualbert", "llava_lora", "lmm_rgcl",
+                "course_lstm", "course_transformer")
 OVERRIDES = [  # one epoch and one seed each: the point is shapes, dtypes and formats
     *(f"train.{model}.loop.epochs=1" for model in TORCH_MODELS),
     *(f"train.{model}.loop.seeds=[]" for model in TORCH_MODELS),
     "train.course_mlp.model.seeds=[]", "train.course_cnn.model.seeds=[]",
-    "train.llava_lora.model.dtype=float32", "train.llava_lora.loop.mixed_precision=no",
-    "train.llava_zeroshot.model.dtype=float32",
+    "train.llava_lora.model.dtype=float32", "train.llava_lora.loop.mixed_precision=no",  # training: fp32 on CPU
     "ensemble.n_folds=2",
 ]
 
@@ -136,6 +135,7 @@ def test_features_have_the_real_shapes(full_run):
     meta = {kind: json.loads((features / kind / "meta.json").read_text()) for kind in ("clip", "grid", "regions")}
     assert meta["clip"]["dim"] == 768
     assert (meta["clip"]["image_pooled_dim"], meta["clip"]["text_pooled_dim"]) == (1024, 768)  # Hate-CLIPper's inputs
+    assert json.loads((features / "lmm" / "meta.json").read_text())["dim"] == 4096  # LLaVA-7B's hidden size
     assert "detector fasterrcnn_mobilenet_v3_large_fpn" in meta["regions"]["box_source"]
     shapes = {}
     for kind in ("grid", "regions"):
@@ -149,7 +149,7 @@ def test_features_have_the_real_shapes(full_run):
 def test_every_model_scored_every_meme(full_run):
     repository = full_run["repository"]
     for model in (*TORCH_MODELS, "clip_linear_image", "clip_linear_text", "clip_zeroshot", "course_mlp",
-                  "course_cnn", "llava_zeroshot", "rgcl_knn", "ensemble"):
+                  "course_cnn", "llava_zeroshot", "rgcl_knn", "lmm_rgcl_knn", "ensemble"):
         metrics = json.loads((repository / "eval" / model / "metrics.json").read_text())
         for split, size in SIZES.items():
             if split != "train" or model != "ensemble":
