@@ -49,8 +49,8 @@ def test_dvc_stages_match_params_and_code():
     params = load_params(ROOT / "params.yaml")
     models = [name for name in params["train"] if name != "dev_split"]
     stages = dvc["stages"]
-    assert list(stages) == ["fetch", "pretrain", "pretrain_llava", "features", "train", "evaluate", "explain",
-                            "ensemble", "report"]
+    assert list(stages) == ["fetch", "pretrain", "pretrain_llava", "features", "train", "evaluate", "lmm_features",
+                            "explain", "ensemble", "report"]
     assert stages["features"]["foreach"] == "${features.kinds}"  # each profile's kinds, all of them extractors
     assert set(params["features"]["kinds"]) <= set(EXTRACTORS)
     assert list(stages["train"]["foreach"]) == models, "dvc.yaml's train stages and params.yaml's models differ"
