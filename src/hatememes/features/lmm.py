@@ -29,15 +29,20 @@ def embed_split(model, items, batch_size: int) -> torch.Tensor:
     for start in progress(range(0, len(items), batch_size), desc="lmm features", unit="batch"):
         batch = model.collate([items[i] for i in range(start, min(start + batch_size, len(items)))])
         device = next(model.parameters()).device
-        rows.append(model.embed({key: value.to(device) for key, value in batch.items()}).float().cpu())
+        rows.append(model.embed({key: value.to(device) for key, value in batch.items()}).float().cpu())  # (b, H)
     return torch.cat(rows) if rows else torch.empty(0)
 
 
 def extract_lmm_features(model_dir: Path, memes: Path, out: Path, batch_size: int) -> dict:
     """Write the features of every split of `memes`' manifest to `out` (complete or absent); return meta."""
+    from accelerate import PartialState
+
     model, name = load_model(model_dir)
     if not hasattr(model, "embed"):
         raise TypeError(f"{model_dir}: a {name} model has no last-token embedding (a trained llava_lora has)")
+    device = PartialState().device  # the GPU where there is one (a 4-bit base is placed there when loaded)
+    if next(model.parameters()).device != device:
+        model.to(device)
     manifest = read_json(Path(memes) / "manifest.json")
     building = Path(out).with_name(f".{Path(out).name}.partial")
     shutil.rmtree(building, ignore_errors=True)
