@@ -46,6 +46,61 @@ class ClipFusionConfig:
     text_dim: int = 0
 
 
+def clip_input_dims(embeddings: str, context: BuildContext, key: str) -> dict[str, int]:
+    """{"image_dim", "text_dim"} of the clip features' `embeddings` (projected or pooled); `key` names the
+    param in the error of features without pooled outputs."""
+    meta = context.feature_meta["clip"]
+    if embeddings == "pooled":
+        if "image_pooled_dim" not in meta:
+            raise ValueError(f"{key} = pooled, but the clip features hold no pooled outputs: set "
+                             "features.clip.pooled: true (a ViT image tower)")
+        return {"image_dim": meta["image_pooled_dim"], "text_dim": meta["text_pooled_dim"]}
+    return {"image_dim": meta["dim"], "text_dim": meta["dim"]}
+
+
+def save_model(directory: Path, config, state: dict[str, torch.Tensor]) -> None:
+    """config.json and model.safetensors: what `load_model_files` reads back."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(directory / "model.safetensors"))
+
+
+def load_model_files(directory: Path, config_class: type) -> tuple:
+    """(the config, the state dict) that `save_model` wrote (drop_probs back to a tuple)."""
+    directory = Path(directory)
+    config = json.loads((directory / "config.json").read_text())
+    return (config_class(**{**config, "drop_probs": tuple(config["drop_probs"])}),
+            load_file(str(directory / "model.safetensors")))
+
+
+def clip_batch(items: list[dict], embeddings: str) -> dict[str, torch.Tensor]:
+    """The clip features' `embeddings` of `items` as a batch, with labels and ids."""
+    image, text = EMBEDDINGS[embeddings]
+    return {
+        "image_features": torch.stack([item[image] for item in items]).float(),  # (B, D_image)
+        "text_features": torch.stack([item[text] for item in items]).float(),  # (B, D_text)
+        "labels": torch.tensor([item["label"] for item in items], dtype=torch.float32),
+        "ids": torch.tensor([item["id"] for item in items], dtype=torch.long),
+    }
+
+
+def fuse(image: torch.Tensor, text: torch.Tensor, fusion: str) -> torch.Tensor:
+    """Hate-CLIPper's fusion of the L2-normalised maps (B, P): "align" (B, P) or "cross" (B, P*P)."""
+    if fusion == "align":
+        return image * text
+    return torch.bmm(image.unsqueeze(2), text.unsqueeze(1)).flatten(1)
+
+
+def hidden_layers(width: int, layers: int, dim: int, p_fusion: float, p_layer: float) -> tuple[nn.Sequential, int]:
+    """Dropout(p_fusion), then `layers` x (Linear to `dim`, ReLU, Dropout(p_layer)); and the output width."""
+    modules: list[nn.Module] = [nn.Dropout(p_fusion)]
+    for _ in range(layers):
+        modules += [nn.Linear(width, dim), nn.ReLU(), nn.Dropout(p_layer)]
+        width = dim
+    return nn.Sequential(*modules), width
+
+
 def mapping(in_dim: int, out_dim: int, layers: int, dropout: float) -> nn.Sequential:
     """Linear, Dropout; then (ReLU, Linear, Dropout) for each further layer: no ReLU before the L2-norm."""
     modules = [nn.Linear(in_dim, out_dim), nn.Dropout(dropout)]
@@ -68,53 +123,29 @@ class ClipFusion(nn.Module):
         self.image_projection = mapping(config.image_dim, config.projection_dim, config.num_mapping_layers, p_map)
         self.text_projection = mapping(config.text_dim, config.projection_dim, config.num_mapping_layers, p_map)
         width = config.projection_dim * (config.projection_dim if config.fusion == "cross" else 1)
-        layers: list[nn.Module] = [nn.Dropout(p_fusion)]
-        for _ in range(config.num_pre_output_layers):
-            layers += [nn.Linear(width, config.pre_output_dim), nn.ReLU(), nn.Dropout(p_pre_output)]
-            width = config.pre_output_dim
-        self.pre_output = nn.Sequential(*layers)
+        self.pre_output, width = hidden_layers(width, config.num_pre_output_layers, config.pre_output_dim, p_fusion,
+                                               p_pre_output)
         self.classifier = nn.Linear(width, 1)
 
     @classmethod
     def build(cls, config: ClipFusionConfig, context: BuildContext) -> ClipFusion:
-        meta = context.feature_meta["clip"]
-        if config.embeddings == "pooled":
-            if "image_pooled_dim" not in meta:
-                raise ValueError("train.clip_fusion.model.embeddings = pooled, but the clip features hold no "
-                                 "pooled outputs: set features.clip.pooled: true (a ViT image tower)")
-            dims = {"image_dim": meta["image_pooled_dim"], "text_dim": meta["text_pooled_dim"]}
-        else:
-            dims = {"image_dim": meta["dim"], "text_dim": meta["dim"]}
+        dims = clip_input_dims(config.embeddings, context, "train.clip_fusion.model.embeddings")
         return cls(ClipFusionConfig(**{**asdict(config), **dims}))
 
     def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        image, text = EMBEDDINGS[self.config.embeddings]
-        return {
-            "image_features": torch.stack([item[image] for item in items]).float(),  # (B, D_image)
-            "text_features": torch.stack([item[text] for item in items]).float(),  # (B, D_text)
-            "labels": torch.tensor([item["label"] for item in items], dtype=torch.float32),
-            "ids": torch.tensor([item["id"] for item in items], dtype=torch.long),
-        }
+        return clip_batch(items, self.config.embeddings)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         image = F.normalize(self.image_projection(batch["image_features"]), dim=-1)  # (B, P)
         text = F.normalize(self.text_projection(batch["text_features"]), dim=-1)  # (B, P)
-        if self.config.fusion == "align":
-            fused = image * text  # (B, P)
-        else:
-            fused = torch.bmm(image.unsqueeze(2), text.unsqueeze(1)).flatten(1)  # (B, P*P)
-        return self.classifier(self.pre_output(fused)).squeeze(-1)  # (B,)
+        return self.classifier(self.pre_output(fuse(image, text, self.config.fusion))).squeeze(-1)  # (B,)
 
     def save_pretrained(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / "model.safetensors"))
+        save_model(directory, self.config, self.state_dict())
 
     @classmethod
     def from_pretrained(cls, directory: Path) -> ClipFusion:
-        directory = Path(directory)
-        config = json.loads((directory / "config.json").read_text())
-        model = cls(ClipFusionConfig(**{**config, "drop_probs": tuple(config["drop_probs"])}))
-        model.load_state_dict(load_file(str(directory / "model.safetensors")))
+        config, state = load_model_files(directory, ClipFusionConfig)
+        model = cls(config)
+        model.load_state_dict(state)
         return model.eval()

@@ -40,18 +40,24 @@ product / H in the loss, and retrieval by inner product (no normalisation).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hatememes.models import BuildContext
-from hatememes.models.clip_fusion import EMBEDDINGS, mapping
+from hatememes.models.clip_fusion import (
+    clip_batch,
+    clip_input_dims,
+    fuse,
+    hidden_layers,
+    load_model_files,
+    mapping,
+    save_model,
+)
 from hatememes.retrieval import Backend, Index, make_index
 
 INDEX_BUFFERS = ("index_embeddings", "index_labels", "index_ids", "batches_seen")
@@ -103,11 +109,7 @@ class RGCL(nn.Module):
             width = config.projection_dim * (config.projection_dim if config.fusion == "cross" else 1)
         else:
             width = config.image_dim
-        layers: list[nn.Module] = [nn.Dropout(p_fusion)]
-        for _ in range(config.num_layers):
-            layers += [nn.Linear(width, config.hidden_dim), nn.ReLU(), nn.Dropout(p_hidden)]
-            width = config.hidden_dim
-        self.hidden = nn.Sequential(*layers)
+        self.hidden, width = hidden_layers(width, config.num_layers, config.hidden_dim, p_fusion, p_hidden)
         self.classifier = nn.Linear(width, 1)
         self._train_batch: dict[str, torch.Tensor] | None = None  # the training set, collated once
         self._index: Index | None = None
@@ -116,19 +118,14 @@ class RGCL(nn.Module):
     def build(cls, config: RGCLConfig, context: BuildContext) -> RGCL:
         if config.features == "lmm":
             return cls(RGCLConfig(**{**asdict(config), "image_dim": context.feature_meta["lmm"]["dim"]}))
-        from hatememes.models.clip_fusion import ClipFusion, ClipFusionConfig
-
-        dims = ClipFusion.build(ClipFusionConfig(embeddings=config.embeddings), context).config
-        return cls(RGCLConfig(**{**asdict(config), "image_dim": dims.image_dim, "text_dim": dims.text_dim}))
+        dims = clip_input_dims(config.embeddings, context, "rgcl model.embeddings")
+        return cls(RGCLConfig(**{**asdict(config), **dims}))
 
     def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        if self.config.features == "lmm":
-            inputs = {"features": torch.stack([item["lmm"] for item in items]).float()}  # (B, H_lmm)
-        else:
-            image, text = EMBEDDINGS[self.config.embeddings]
-            inputs = {"image_features": torch.stack([item[image] for item in items]).float(),  # (B, D_image)
-                      "text_features": torch.stack([item[text] for item in items]).float()}  # (B, D_text)
-        return {**inputs, "labels": torch.tensor([item["label"] for item in items], dtype=torch.float32),
+        if self.config.features == "clip":
+            return clip_batch(items, self.config.embeddings)
+        return {"features": torch.stack([item["lmm"] for item in items]).float(),  # (B, H_lmm)
+                "labels": torch.tensor([item["label"] for item in items], dtype=torch.float32),
                 "ids": torch.tensor([item["id"] for item in items], dtype=torch.long)}
 
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,10 +135,7 @@ class RGCL(nn.Module):
         else:
             image = F.normalize(self.image_projection(batch["image_features"]), dim=-1)  # (B, P)
             text = F.normalize(self.text_projection(batch["text_features"]), dim=-1)  # (B, P)
-            if self.config.fusion == "align":
-                fused = image * text  # (B, P)
-            else:
-                fused = torch.bmm(image.unsqueeze(2), text.unsqueeze(1)).flatten(1)  # (B, P*P)
+            fused = fuse(image, text, self.config.fusion)  # (B, P) or (B, P*P)
         embedding = self.hidden[:-2](fused)  # up to the last hidden Linear: (B, H)
         # the authors run the logits' pass afresh from the fusion: in training, other dropout masks than g's
         hidden = self.hidden(fused) if self.training else self.hidden[-2:](embedding)
@@ -223,18 +217,13 @@ class RGCL(nn.Module):
     # ----- saving
 
     def save_pretrained(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
-        state = {k: v.contiguous() for k, v in self.state_dict().items() if k not in INDEX_BUFFERS}
-        save_file(state, str(directory / "model.safetensors"))
+        save_model(directory, self.config, {k: v for k, v in self.state_dict().items() if k not in INDEX_BUFFERS})
 
     @classmethod
     def from_pretrained(cls, directory: Path) -> RGCL:
-        directory = Path(directory)
-        config = json.loads((directory / "config.json").read_text())
-        model = cls(RGCLConfig(**{**config, "drop_probs": tuple(config["drop_probs"])}))
-        model.load_state_dict(load_file(str(directory / "model.safetensors")))
+        config, state = load_model_files(directory, RGCLConfig)
+        model = cls(config)
+        model.load_state_dict(state)
         return model.eval()
 
 
