@@ -6,7 +6,7 @@
 
 The model is built from `llava_15_7b_config()` (CLIP ViT-L/14-336 + Llama-2-7B; nothing is downloaded) with
 random weights, which cost what trained ones cost. It is saved once to a temporary folder and loaded back by
-`hatememes.models.llava.load_base`, so QLoRA quantizes it as training does; `add_lora` adds the adapters and
+`hatememes.models.lmm.load_base`, so QLoRA quantizes it as training does; `add_lora` adds the adapters and
 one step (forward through `yes_no_logits`, BCE, backward, AdamW) is timed after a warm-up step. The QLoRA row
 runs when bitsandbytes is importable and a GPU is present.
 
@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-from hatememes.models.llava import LlavaLoRAConfig, add_lora, llava_15_7b_config, load_base, yes_no_logits
+from hatememes.models.lmm import LMMLoRAConfig, add_lora, llava_15_7b_config, load_base, yes_no_logits
 
 H100_BF16_PEAK = 989e12  # FLOP/s, dense
 ANSWER_IDS = (3869, 1939)  # "▁Yes", "▁No" of the llava-1.5 tokenizer; the cost does not depend on them
@@ -68,7 +68,7 @@ def tiny_config() -> LlavaConfig:
     return LlavaConfig(vision_config=vision, text_config=text, image_token_index=3999, image_seq_length=16)
 
 
-def parameter_counts(config: LlavaConfig, lora: LlavaLoRAConfig) -> dict[str, int]:
+def parameter_counts(config: LlavaConfig, lora: LMMLoRAConfig) -> dict[str, int]:
     """N_vision, N_lm (decoder layers), N_lora and N_all of the unquantized model, counted on the meta device."""
     with torch.device("meta"):
         model = add_lora(LlavaForConditionalGeneration(config), lora)
@@ -131,7 +131,7 @@ def time_step(model, batch: dict, answer_ids: tuple[int, int], steps: int, devic
     return (time.perf_counter() - start) / steps
 
 
-def run_one(saved: str, config: LlavaConfig, lora: LlavaLoRAConfig, args, device: str) -> dict:
+def run_one(saved: str, config: LlavaConfig, lora: LMMLoRAConfig, args, device: str) -> dict:
     model = add_lora(load_base(saved, lora.dtype, lora.quantization), lora)
     if lora.quantization == "none":
         model.to(device)
@@ -156,7 +156,7 @@ def run(args) -> list[dict]:
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     config = tiny_config() if args.tiny else llava_15_7b_config()
     dtype = "float32" if device == "cpu" else "bfloat16"
-    lora = LlavaLoRAConfig(dtype=dtype, gradient_checkpointing=args.gradient_checkpointing)
+    lora = LMMLoRAConfig(dtype=dtype, gradient_checkpointing=args.gradient_checkpointing)
     runs = [lora]
     if device == "cuda" and importlib.util.find_spec("bitsandbytes") is not None:
         runs.append(dataclasses.replace(lora, quantization="4bit"))
@@ -200,7 +200,7 @@ class TrainingSetup:
 
 @dataclasses.dataclass(frozen=True)
 class ScoringSetup:
-    """One no-grad forward of `LlavaZeroShot.predict_proba` (no adapters)."""
+    """One no-grad forward of `LMMZeroShot.predict_proba` (no adapters)."""
 
     batch_size: int
     text_tokens: int = TEXT_TOKENS

@@ -120,7 +120,7 @@ def fit_and_save(name: str, params: dict, memes: Path, features_dir: Path, out: 
     config = P.section(params, f"train.{name}.model", model_class.Config)
     available = {path.parent.name: path for path in sorted(features_dir.glob("*/meta.json"))}
     context = BuildContext({key: read_json(path) for key, path in available.items()},
-                           tuple(meme.text for meme in read_split(memes, "train")))
+                           tuple(meme.text for meme in read_split(memes, "train")), name)
     set_seed(params["train"][name].get("loop", {}).get("seed", 0))  # the initial weights follow the seed too
     try:
         model = model_class.build(config, context)  # the model instance says which inputs it reads

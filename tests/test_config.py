@@ -12,6 +12,7 @@ import yaml
 from hatememes.data.sources import FetchParams
 from hatememes.evaluation import EvaluateParams
 from hatememes.features import EXTRACTORS, FeaturesParams
+from hatememes.features.lmm import LMMFeaturesParams
 from hatememes.launch import LaunchParams
 from hatememes.models import MODELS
 from hatememes.models.ensemble import EnsembleConfig
@@ -23,7 +24,8 @@ from hatememes.training import train_params
 
 ROOT = Path(__file__).parents[1]
 SECTIONS = {"fetch": FetchParams, "pretrain": PretrainParams, "pretrain_llava": PretrainLlavaParams,
-            "features": FeaturesParams, "report": ReportParams, "launch": LaunchParams}
+            "features": FeaturesParams, "report": ReportParams, "launch": LaunchParams,
+            "lmm_features": LMMFeaturesParams}
 
 
 @pytest.fixture(params=["demo", "full"])

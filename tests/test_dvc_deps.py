@@ -22,7 +22,7 @@ from hatememes.params import compose  # noqa: E402
 
 MODELS = ["clip_fusion", "rgcl", "rgcl_bce_only", "rgcl_knn", "clip_linear_image", "clip_linear_text", "clip_zeroshot",
           "mmbt", "visualbert", "course_mlp", "course_cnn", "course_lstm", "course_transformer", "llava_zeroshot",
-          "llava_lora", "lmm_rgcl", "lmm_rgcl_knn"]
+          "llava_lora", "lmm_zeroshot", "lmm_lora", "lmm_rgcl", "lmm_rgcl_knn"]
 # evaluate@ reads train@'s predictions and the memes, never features, a base model or `launch`: a new input
 # reruns train@, and evaluate@ follows only when the predictions it reads change.
 CLIP_READERS = {"clip_fusion", "clip_linear_image", "clip_linear_text", "clip_zeroshot", "course_mlp", "rgcl",
@@ -100,9 +100,9 @@ def test_region_features_do_not_rerun_clip_fusion_or_llava(repository):
         "features@regions", *(f"train@{m}" for m in readers)}
 
 
-def test_a_new_llava_base_reruns_only_the_llava_models(repository):
+def test_a_new_llava_base_reruns_only_the_lmm_models(repository):
     assert touched(repository, "data/llava-tiny") == {
-        "pretrain_llava", "train@llava_zeroshot", "train@llava_lora"}
+        "pretrain_llava", "train@llava_zeroshot", "train@llava_lora", "train@lmm_zeroshot", "train@lmm_lora"}
 
 
 def test_the_memes_rerun_every_stage_that_reads_them(repository):
@@ -124,9 +124,15 @@ def test_new_predictions_rerun_only_their_readers(repository):
     assert touched(repository, "eval/mmbt/predictions") == {"train@mmbt", "evaluate@mmbt", "ensemble", "report"}
 
 
-def test_a_retrained_llava_lora_reruns_the_lmm_features_and_only_what_reads_them(repository):
-    """LMM-RGCL's second stage reads stage 1's hidden states (data/features/lmm, from models/llava_lora)."""
-    assert touched(repository, "models/llava_lora") == {"train@llava_lora", "lmm_features"}
+def test_a_retrained_stage_one_reruns_the_lmm_features_and_only_what_reads_them(repository):
+    """LMM-RGCL's second stage reads stage 1's hidden states (data/features/lmm, from the model that
+    `lmm_features.model` names: llava_lora in the demo, lmm_lora in the full profile); the other LMM is no dep."""
+    from hatememes.params import load_params
+
+    stage_one = load_params(repository / "params.yaml")["lmm_features"]["model"]
+    other = {"llava_lora": "lmm_lora", "lmm_lora": "llava_lora"}[stage_one]
+    assert touched(repository, f"models/{stage_one}") == {f"train@{stage_one}", "lmm_features"}
+    assert touched(repository, f"models/{other}") == {f"train@{other}"}
     assert touched(repository, "data/features/lmm") == {"lmm_features", "train@lmm_rgcl", "train@lmm_rgcl_knn"}
 
 

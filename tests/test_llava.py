@@ -1,4 +1,5 @@
-"""LLaVA zero-shot and LoRA classifiers on a tiny base pretrained here on a tiny corpus of PIL shapes."""
+"""The LLaVA-1.5 presets of the LMM classifiers (`llava_zeroshot`, `llava_lora`: hatememes.models.lmm) on a tiny
+base pretrained here on a tiny corpus of PIL shapes (the other architectures: tests/test_lmm.py)."""
 
 from __future__ import annotations
 
@@ -19,15 +20,14 @@ from accelerate import Accelerator
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlavaForConditionalGeneration, PreTrainedTokenizerFast
+from transformers import LlavaForConditionalGeneration
 
-from hatememes.models import llava
-from hatememes.models.llava import (
-    LlavaLoRA,
-    LlavaLoRAConfig,
-    LlavaZeroShot,
-    LlavaZeroShotConfig,
+from hatememes.models import BuildContext, lmm
+from hatememes.models.lmm import (
+    LMMLoRA,
+    LMMLoRAConfig,
+    LMMZeroShot,
+    LMMZeroShotConfig,
     add_lora,
     answer_token_ids,
     llava_15_7b_config,
@@ -35,7 +35,7 @@ from hatememes.models.llava import (
     merge,
     yes_no_logits,
 )
-from hatememes.models.llava_tiny import TinyLlavaConfig, build_tiny_base, forward_from_features, tower_features
+from hatememes.models.llava_tiny import MEME_PROMPT, TinyLlavaConfig, build_tiny_base, forward_from_features, tower_features
 from hatememes.pretrained import PretrainedLoadError
 from hatememes.training import LoopParams, load_best, predict, train
 
@@ -102,12 +102,12 @@ def base(tmp_path_factory):
     return build_tiny_base(corpus, tmp_path_factory.mktemp("base"), TINY)
 
 
-def lora(base, seed: int = 0, **overrides) -> LlavaLoRA:
+def lora(base, seed: int = 0, **overrides) -> LMMLoRA:
     torch.manual_seed(seed)
-    return LlavaLoRA.build(LlavaLoRAConfig(base=str(base), dtype="float32", lora_dropout=0.0, **overrides))
+    return LMMLoRA.build(LMMLoRAConfig(base=str(base), dtype="float32", lora_dropout=0.0, **overrides))
 
 
-def perturb_adapters(model: LlavaLoRA) -> None:
+def perturb_adapters(model: LMMLoRA) -> None:
     """LoRA starts as the identity (B = 0); give B values so the adapters change the scores."""
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -128,7 +128,7 @@ def test_tiny_base_loads_as_a_llava_checkpoint(base):
 def test_prompt_holds_one_image_expansion(base):
     model = LlavaForConditionalGeneration.from_pretrained(base)
     processor = load_processor(base)
-    batch = llava.collate_prompts(processor, llava.DEFAULT_PROMPT, memes(3, 0))
+    batch = lmm.collate_prompts(processor, LMMZeroShotConfig(base=str(base)), memes(3, 0))
     patches = (TINY.image_size // TINY.patch_size) ** 2  # CLS dropped: vision_feature_select_strategy "default"
     is_image = batch["input_ids"] == model.config.image_token_id  # (B, T)
     assert is_image.sum(1).tolist() == [patches] * 3 == [model.config.image_seq_length] * 3
@@ -138,33 +138,21 @@ def test_prompt_holds_one_image_expansion(base):
     assert batch["ids"].tolist() == [0, 1, 2]
 
 
-def test_answer_ids_come_from_the_tokenizer(base):
-    tokenizer = load_processor(base).tokenizer
-    yes, no = answer_token_ids(tokenizer)
-    assert tokenizer.convert_ids_to_tokens([yes, no]) == ["ĠYes", "ĠNo"]  # byte-level BPE: the space is in
+def test_answer_ids_come_from_the_tokenizer_after_llavas_template(base):
+    processor = load_processor(base)
+    yes, no = answer_token_ids(processor)
+    assert processor.tokenizer.convert_ids_to_tokens([yes, no]) == ["ĠYes", "ĠNo"]  # byte-level BPE: the space is in
+    # the prompt the LLaVA-1.5 template writes is the one the tiny base was pretrained in
+    assert lmm.prompt_text(processor, lmm.DEFAULT_QUESTION, "hi") == MEME_PROMPT.format(text="hi")
+    assert lmm.prompt_text(processor, lmm.DEFAULT_QUESTION, "hi") == (
+        'USER: <image>\nThis is an image with: "hi" written on it. Is it hateful? Answer yes or no. ASSISTANT:')
 
 
-def word_tokenizer(vocab: list[str], split: str | None = None) -> PreTrainedTokenizerFast:
-    """Llama-style: a sentencepiece-like metaspace pre-tokenizer ("▁Yes"); `split` cuts words further."""
-    tokenizer = Tokenizer(models.WordLevel({word: i for i, word in enumerate(vocab)}, unk_token="<unk>"))
-    steps = [pre_tokenizers.Metaspace()] + ([pre_tokenizers.Split(split, "isolated")] if split else [])
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(steps)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>")
-
-
-def test_answer_ids_llama_style_and_clear_failures():
-    assert answer_token_ids(word_tokenizer(["<unk>", "▁ASSISTANT:", "▁Yes", "▁No"])) == (2, 3)
-    with pytest.raises(ValueError, match="'Yes' after 'ASSISTANT:' is not one token: \\['▁Y', 'es'\\]"):
-        answer_token_ids(word_tokenizer(["<unk>", "▁ASSISTANT:", "▁Y", "es", "▁No"], split="es"))
-    with pytest.raises(ValueError, match="'No' .* unknown token"):
-        answer_token_ids(word_tokenizer(["<unk>", "▁ASSISTANT:", "▁Yes"]))
-
-
-def full_forward_probs(model: LlavaLoRA | LlavaZeroShot, items: list[dict]) -> torch.Tensor:
+def full_forward_probs(model: LMMLoRA | LMMZeroShot, items: list[dict]) -> torch.Tensor:
     """Reference: each meme alone (no padding), every position's logits, softmax over [Yes, No] at the end."""
     probs = []
     for item in items:
-        batch = llava.collate_prompts(model.processor, model.config.prompt, [item])
+        batch = lmm.collate_prompts(model.processor, model.config, [item])
         logits = model.model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"]).logits  # (1, T, V)
         probs.append(logits[0, -1, list(model.answer_ids)].softmax(-1)[0])
     return torch.stack(probs)
@@ -200,9 +188,9 @@ def test_zero_shot_and_lora_score_with_the_same_function(base, monkeypatch):
         calls.append(type(model).__name__)
         return yes_no_logits(model, batch, answer_ids)
 
-    monkeypatch.setattr(llava, "yes_no_logits", spy)
+    monkeypatch.setattr(lmm, "yes_no_logits", spy)
     items = memes(5, 3)
-    zero_shot = LlavaZeroShot.build(LlavaZeroShotConfig(base=str(base), dtype="float32", batch_size=2))
+    zero_shot = LMMZeroShot.build(LMMZeroShotConfig(base=str(base), dtype="float32", batch_size=2))
     model = lora(base).eval()  # fresh adapters are the identity: the same model as the base
     with torch.no_grad():
         lora_probs = torch.sigmoid(model(model.collate(items))).numpy()
@@ -237,7 +225,7 @@ def test_scoring_and_training_keep_no_kv_cache_and_score_as_with_one(base):
         model.eval()
         with torch.no_grad():
             logits = model(batch)
-        zero_shot = LlavaZeroShot.build(LlavaZeroShotConfig(base=str(base), dtype="float32", batch_size=2))
+        zero_shot = LMMZeroShot.build(LMMZeroShotConfig(base=str(base), dtype="float32", batch_size=2))
         zero_shot.predict_proba(memes(3, 2))
     assert len(outputs) == 1 + 1 + 2 and all(output.cache is None for output in outputs)
     assert all(output.logits.shape[1] == 1 for output in outputs)  # logits_to_keep=1
@@ -254,7 +242,7 @@ def test_alignment_forward_from_tower_features_is_llavas_forward(base):
     """Stage 1 runs the frozen tower once and starts each step at its features: the same logits as LLaVA's
     forward from the pixels, left padding included."""
     model = LlavaForConditionalGeneration.from_pretrained(base).eval()
-    batch = llava.collate_prompts(load_processor(base), llava.DEFAULT_PROMPT, memes(4, 1))
+    batch = lmm.collate_prompts(load_processor(base), LMMZeroShotConfig(base=str(base)), memes(4, 1))
     assert (batch["attention_mask"][:, 0] == 0).any()
     with torch.no_grad():
         reference = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -274,30 +262,31 @@ def test_tiny_base_pretrains_and_probes_without_a_kv_cache(tmp_path):
 
 
 def test_zero_shot_train_step_loads_no_weights_and_its_folder_scores_as_before(base, tmp_path, monkeypatch):
-    config = LlavaZeroShotConfig(base=str(base), dtype="float32", batch_size=2)
+    config = LMMZeroShotConfig(base=str(base), dtype="float32", batch_size=2)
     items = memes(3, 7)
-    before = LlavaZeroShot(config, load_processor(base), llava.load_base(str(base), "float32")).predict_proba(items)
+    before = LMMZeroShot(config, load_processor(base), lmm.load_base(str(base), "float32")).predict_proba(items)
 
     def refuse(*args, **kwargs):
         raise AssertionError("the train step of a zero-shot model loaded the base's weights")
 
-    monkeypatch.setattr(llava, "load_base", refuse)
+    monkeypatch.setattr(lmm, "load_base", refuse)
     monkeypatch.setattr(LlavaForConditionalGeneration, "from_pretrained", refuse)
-    zero_shot = LlavaZeroShot.build(config)  # what train@llava_zeroshot runs: build, fit, save
+    zero_shot = LMMZeroShot.build(config)  # what train@llava_zeroshot runs: build, fit, save
     zero_shot.fit(memes(4, 8), memes(2, 9))
     zero_shot.save_pretrained(tmp_path)
     assert zero_shot.model is None
     monkeypatch.undo()
-    np.testing.assert_array_equal(LlavaZeroShot.from_pretrained(tmp_path).predict_proba(items), before)
+    np.testing.assert_array_equal(LMMZeroShot.from_pretrained(tmp_path).predict_proba(items), before)
 
 
 def test_zero_shot_scoring_names_the_param_of_a_base_without_weights(base, tmp_path):
     processor_only = tmp_path / "processor-only"
     load_processor(base).save_pretrained(processor_only)  # a base whose weights were never downloaded
-    zero_shot = LlavaZeroShot.build(LlavaZeroShotConfig(base=str(processor_only), dtype="float32"))
+    zero_shot = LMMZeroShot.build(LMMZeroShotConfig(base=str(processor_only), dtype="float32"),
+                                  BuildContext(name="llava_zeroshot"))  # as train.py builds it
     zero_shot.save_pretrained(tmp_path / "model")
     with pytest.raises(PretrainedLoadError, match=r"^train\.llava_zeroshot\.model\.base = .* cannot be loaded"):
-        LlavaZeroShot.from_pretrained(tmp_path / "model")
+        LMMZeroShot.from_pretrained(tmp_path / "model")
 
 
 def test_lora_adapts_only_the_language_model(base):
@@ -310,16 +299,14 @@ def test_lora_adapts_only_the_language_model(base):
     assert any("vision_tower" in name and "q_proj" in name for name, _ in model.named_parameters())
 
 
-@pytest.mark.parametrize("prompt, problem", [
-    ("USER: {text} Is it hateful? ASSISTANT:", "'<image>' exactly once"),
-    ("USER: <image> <image> {text} ASSISTANT:", "'<image>' exactly once"),
-    ("USER: <image> Is it hateful? ASSISTANT:", "'{text}'"),
-    ("USER: <image> {text} Is it hateful?", "must end with 'ASSISTANT:'"),
+@pytest.mark.parametrize("question, problem", [
+    ("Is it hateful?", "'{text}' once"),
+    ("<image> {text} Is it hateful?", "must not hold '<image>'"),
 ])
-def test_a_prompt_that_cannot_score_a_meme_is_refused_before_loading(prompt, problem):
-    for classifier, config in ((LlavaLoRA, LlavaLoRAConfig), (LlavaZeroShot, LlavaZeroShotConfig)):
+def test_a_question_that_cannot_score_a_meme_is_refused_before_loading(question, problem):
+    for classifier, config in ((LMMLoRA, LMMLoRAConfig), (LMMZeroShot, LMMZeroShotConfig)):
         with pytest.raises(ValueError, match=re.escape(problem)):
-            classifier.build(config(base="/nonexistent/base", prompt=prompt))
+            classifier.build(config(base="/nonexistent/base", question=question))
 
 
 def test_best_checkpoint_holds_the_adapters_not_the_frozen_base(base, tmp_path):
@@ -337,7 +324,7 @@ def test_best_checkpoint_holds_the_adapters_not_the_frozen_base(base, tmp_path):
 
 def test_lora_trains_under_two_percent_of_a_7b_llava():
     with torch.device("meta"):  # the real shapes, nothing allocated
-        model = add_lora(LlavaForConditionalGeneration(llava_15_7b_config()), LlavaLoRAConfig(lora_r=16))
+        model = add_lora(LlavaForConditionalGeneration(llava_15_7b_config()), LMMLoRAConfig(lora_r=16))
     total = sum(parameter.numel() for parameter in model.parameters())
     trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
     per_layer = 16 * (4 * (4096 + 4096) + 3 * (4096 + 11008))  # r * (in + out) for q, k, v, o, gate, up, down
@@ -352,10 +339,10 @@ def test_adapter_save_and_reload_give_identical_probabilities(base, tmp_path):
     model.eval()
     items = memes(4, 4)
     model.save_pretrained(tmp_path)
-    assert {"adapter_config.json", "adapter_model.safetensors", "llava_classifier.json",
+    assert {"adapter_config.json", "adapter_model.safetensors", "lmm_classifier.json",
             "processor_config.json"} <= {path.name for path in tmp_path.iterdir()}
     assert json.loads((tmp_path / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base)
-    reloaded = LlavaLoRA.from_pretrained(tmp_path).eval()
+    reloaded = LMMLoRA.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         assert torch.equal(model(model.collate(items)), reloaded(reloaded.collate(items)))
 
@@ -396,14 +383,14 @@ def test_gradient_checkpointing_gives_the_same_gradients(base):
 
 
 def test_zero_shot_fits_nothing_and_reloads_from_its_config(base, tmp_path):
-    zero_shot = LlavaZeroShot.build(LlavaZeroShotConfig(base=str(base), dtype="float32"))
+    zero_shot = LMMZeroShot.build(LMMZeroShotConfig(base=str(base), dtype="float32"))
     items = memes(3, 7)
     before = zero_shot.predict_proba(items)
     zero_shot.fit(memes(8, 8), memes(4, 9))
     np.testing.assert_array_equal(zero_shot.predict_proba(items), before)
     zero_shot.save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "llava_classifier.json").read_text())["trained"] is False
-    np.testing.assert_array_equal(LlavaZeroShot.from_pretrained(tmp_path).predict_proba(items), before)
+    assert json.loads((tmp_path / "lmm_classifier.json").read_text())["trained"] is False
+    np.testing.assert_array_equal(LMMZeroShot.from_pretrained(tmp_path).predict_proba(items), before)
     assert before.shape == (3,) and ((before > 0) & (before < 1)).all()
 
 
@@ -421,7 +408,7 @@ def load_benchmark():
 
 
 def test_benchmark_counts_the_7b_parameters_its_flops_use():
-    counts = load_benchmark().parameter_counts(llava_15_7b_config(), LlavaLoRAConfig(lora_r=16))
+    counts = load_benchmark().parameter_counts(llava_15_7b_config(), LMMLoRAConfig(lora_r=16))
     h, m = 4096, 11008
     assert counts["lm"] == 32 * (4 * h * h + 3 * h * m + 2 * h)  # attention, MLP and the two norms per layer
     assert 3.0e8 < counts["vision"] < 3.1e8  # CLIP ViT-L/14-336
@@ -492,7 +479,7 @@ def test_pretrain_llava_stage_builds_a_base_the_classifiers_load(tmp_path):
     log = json.loads((out / "pretrain_log.json").read_text())
     assert log["pairs"] == 54 and 0.0 <= log["heldout_match_auroc"] <= 1.0
     assert set(log["answer_probe"]) == {"image_object", "text_object"}
-    probs = LlavaZeroShot.build(LlavaZeroShotConfig(base=str(out), dtype="float32")).predict_proba(memes(4, 5))
+    probs = LMMZeroShot.build(LMMZeroShotConfig(base=str(out), dtype="float32")).predict_proba(memes(4, 5))
     assert probs.shape == (4,) and np.all((probs > 0) & (probs < 1))
 
 
@@ -531,26 +518,27 @@ def test_zero_shot_scoring_halves_its_batch_when_out_of_memory_and_keeps_every_s
     """A device that holds one meme a forward pass: scoring at batch 4 retries at 2, then 1 (saying so), and
     gives the scores of an unforced run; at batch 1 it gives up, naming the param."""
     items = memes(5, 11)
-    config = LlavaZeroShotConfig(base=str(base), dtype="float32", batch_size=4)
-    model = llava.load_base(str(base), "float32")
-    unforced = LlavaZeroShot(config, load_processor(base), model).predict_proba(items)
-    scorer = llava.yes_no_logits
+    config = LMMZeroShotConfig(base=str(base), dtype="float32", batch_size=4)
+    model = lmm.load_base(str(base), "float32")
+    param = "train.llava_zeroshot.model.base"  # as train.py builds it
+    unforced = LMMZeroShot(config, load_processor(base), model, param).predict_proba(items)
+    scorer = lmm.yes_no_logits
 
     def small_device(model, batch, answer_ids):
         if len(batch["input_ids"]) > 1:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB (injected by the test)")
         return scorer(model, batch, answer_ids)
 
-    monkeypatch.setattr(llava, "yes_no_logits", small_device)
-    forced = LlavaZeroShot(config, load_processor(base), model).predict_proba(items)
+    monkeypatch.setattr(lmm, "yes_no_logits", small_device)
+    forced = LMMZeroShot(config, load_processor(base), model, param).predict_proba(items)
     np.testing.assert_allclose(forced, unforced, atol=1e-5)
     out = capsys.readouterr().out
     assert "scoring: out of memory at train.llava_zeroshot.model.batch_size = 4; retrying with 2" in out
     assert "= 2; retrying with 1" in out
-    monkeypatch.setattr(llava, "yes_no_logits", lambda *args: (_ for _ in ()).throw(
+    monkeypatch.setattr(lmm, "yes_no_logits", lambda *args: (_ for _ in ()).throw(
         torch.OutOfMemoryError("CUDA out of memory (injected)")))
     with pytest.raises(MemoryError, match="train.llava_zeroshot.model.batch_size = 1"):
-        LlavaZeroShot(dataclasses.replace(config, batch_size=1), load_processor(base), model).predict_proba(items)
+        LMMZeroShot(dataclasses.replace(config, batch_size=1), load_processor(base), model, param).predict_proba(items)
 
 
 def test_classifier_head_is_lmm_rgcl_s_first_stage(base, tmp_path):
@@ -581,7 +569,7 @@ def test_classifier_head_is_lmm_rgcl_s_first_stage(base, tmp_path):
     assert not torch.equal(model.head.weight, head_before)
     model.eval()
     model.save_pretrained(tmp_path / "saved")
-    reloaded = LlavaLoRA.from_pretrained(tmp_path / "saved").eval()
+    reloaded = LMMLoRA.from_pretrained(tmp_path / "saved").eval()
     with torch.no_grad():
         assert torch.equal(model(batch), reloaded(reloaded.collate(items)))
     assert lora(base).head is None  # off by default: the Yes/No log-odds, as before

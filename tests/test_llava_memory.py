@@ -15,7 +15,7 @@ from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-from hatememes.models.llava import LlavaLoRAConfig, add_lora, llava_15_7b_config, yes_no_logits
+from hatememes.models.lmm import LMMLoRAConfig, add_lora, llava_15_7b_config, yes_no_logits
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -80,7 +80,7 @@ def test_qlora_keeps_the_language_model_in_under_a_third_of_the_bf16_bytes():
 def test_weight_counts_from_the_config_match_the_model(make_config):
     config = make_config()
     counts = bench.weight_counts(config)
-    model_counts = bench.parameter_counts(config, LlavaLoRAConfig(lora_r=16))  # counted on the meta device
+    model_counts = bench.parameter_counts(config, LMMLoRAConfig(lora_r=16))  # counted on the meta device
     norms = 2 * config.text_config.num_hidden_layers * config.text_config.hidden_size
     assert counts["lm_linear"] + norms == model_counts["lm"]
     assert bench.lora_count(config, bench.TrainingSetup(1, lora_r=16)) == model_counts["lora"]
@@ -92,7 +92,7 @@ def test_saved_activations_are_what_autograd_keeps(lora_dropout):
     """The per-layer formula against the tensors autograd saves in a tiny LLaVA's forward (fp32, CPU)."""
     config, batch_size, text_tokens = bench.tiny_config(), 3, 12
     torch.manual_seed(0)
-    model = add_lora(LlavaForConditionalGeneration(config), LlavaLoRAConfig(dtype="float32", lora_dropout=lora_dropout))
+    model = add_lora(LlavaForConditionalGeneration(config), LMMLoRAConfig(dtype="float32", lora_dropout=lora_dropout))
     batch = bench.make_batch(config, batch_size, text_tokens, "cpu")
     parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved = {}
@@ -144,7 +144,7 @@ def check(name: str, measured: int, estimated: int) -> None:
 def test_training_step_peak_matches_the_estimate(checkpointing):
     config, batch_size = small_config(), 2
     torch.manual_seed(0)
-    lora = LlavaLoRAConfig(dtype="float32", gradient_checkpointing=checkpointing)  # lora_dropout 0.05, as params
+    lora = LMMLoRAConfig(dtype="float32", gradient_checkpointing=checkpointing)  # lora_dropout 0.05, as params
     model = add_lora(LlavaForConditionalGeneration(config), lora)
     batch = bench.make_batch(config, batch_size, bench.TEXT_TOKENS, "cpu")
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -22,9 +22,9 @@ from hatememes.features.clip import ClipExtractor, ClipParams
 from hatememes.features.grid import CnnParams, GridExtractor, GridParams
 from hatememes.features.regions import RegionsExtractor, RegionsParams
 from hatememes.models import BuildContext
-from hatememes.models import llava as llava_module
+from hatememes.models import lmm as lmm_module
 from hatememes.models.clip_zeroshot import ClipZeroShot, ClipZeroShotConfig, encode_prompts, load_text_model
-from hatememes.models.llava import LlavaLoRA, LlavaLoRAConfig, LlavaZeroShot, LlavaZeroShotConfig
+from hatememes.models.lmm import LMMLoRA, LMMLoRAConfig, LMMZeroShot, LMMZeroShotConfig
 from hatememes.models.mmbt import MMBT, MMBTConfig
 from hatememes.models.visualbert import VisualBert, VisualBertConfig
 from hatememes.pretrain import register_tiny_configs
@@ -67,15 +67,15 @@ def visualbert_tokenizer(value: str):
 
 
 def llava_zeroshot(value: str):
-    return LlavaZeroShot.build(LlavaZeroShotConfig(base=value, dtype="float32"))
+    return LMMZeroShot.build(LMMZeroShotConfig(base=value, dtype="float32"), BuildContext(name="llava_zeroshot"))
 
 
 def llava_zeroshot_weights(value: str):  # what from_pretrained and predict_proba load
-    return llava_module.load_base(value, "float32", param=llava_module.ZEROSHOT_BASE)
+    return lmm_module.load_base(value, "float32", param="train.llava_zeroshot.model.base")
 
 
 def llava_lora(value: str):
-    return LlavaLoRA.build(LlavaLoRAConfig(base=value, dtype="float32"))
+    return LMMLoRA.build(LMMLoRAConfig(base=value, dtype="float32"), BuildContext(name="llava_lora"))
 
 
 def clip(value: str):

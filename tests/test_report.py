@@ -493,8 +493,8 @@ def test_rgcl_s_deviations_are_read_off_the_params(tmp_path):
                            "features.clip.resize_mode squash (theirs shortest)"] and len(clauses) == 5
     full["train"]["rgcl"]["model"]["hard_negatives"] = 3
     assert "model.hard_negatives 3 (theirs 1)" in rgcl_differs(full, "rgcl")
-    assert REPRODUCES["rgcl"](full["train"]["rgcl"]["model"]) == "RGCL"
-    assert REPRODUCES["rgcl"]({"contrastive_weight": 0.0}) is None
+    assert REPRODUCES["rgcl"](full["train"]["rgcl"]["model"], full) == "RGCL"
+    assert REPRODUCES["rgcl"]({"contrastive_weight": 0.0}, full) is None
 
 
 def test_the_lmm_rgcl_row_pairs_with_our_two_stages_and_names_their_settings(tmp_path):
@@ -504,8 +504,13 @@ def test_the_lmm_rgcl_row_pairs_with_our_two_stages_and_names_their_settings(tmp
     conf = Path(__file__).parents[1] / "conf"
     full = load_params(compose(["profile=full"], conf, tmp_path / "full.yaml"))
     clauses = lmm_rgcl_differs(full, "lmm_rgcl").split("; ")
-    assert clauses[0].startswith("stage 1: LoRA r 16, the classifier head's BCE x 1.0")
+    assert clauses[0].startswith("stage 1: LoRA r 128, the classifier head's BCE x 1.0")  # lmm_lora's
     assert clauses[1] == "stage 2: rgcl's head (2 x 1024, metric ip, contrastive loss) on the last-token hidden states"
     demo = load_params(compose([], conf, tmp_path / "demo.yaml"))
     assert lmm_rgcl_differs(demo, "lmm_rgcl").startswith("stage 1 without the classifier head")
-    assert REPRODUCES["lmm_rgcl"]({}) == "LMM-RGCL (LLaVA-1.5-7B)" and "llava_lora" not in REPRODUCES
+    assert REPRODUCES["lmm_rgcl"]({}, full) == "LMM-RGCL (Qwen2-VL-7B)"  # stage 2 on lmm_lora (Qwen2-VL-7B)
+    assert REPRODUCES["lmm_rgcl"]({}, demo) == "LMM-RGCL (LLaVA-1.5-7B)" and "llava_lora" not in REPRODUCES
+    full["lmm_features"]["model"] = "llava_lora"
+    assert REPRODUCES["lmm_rgcl"]({}, full) == "LMM-RGCL (LLaVA-1.5-7B)"
+    full["lmm_features"]["model"], full["train"]["lmm_lora"]["model"]["base"] = "lmm_lora", "HuggingFaceTB/SmolVLM"
+    assert REPRODUCES["lmm_rgcl"]({}, full) is None  # no published row for another base

@@ -58,11 +58,11 @@ UNIMODAL = "unimodal"  # the family whose gap to the best model the summary repo
 # one modality, because they answer a different question (what hand-written networks reach) than the CLIP probes.
 FAMILIES = {
     "clip_linear_image": UNIMODAL, "clip_linear_text": UNIMODAL,
-    "clip_zeroshot": "zero-shot", "llava_zeroshot": "zero-shot",
+    "clip_zeroshot": "zero-shot", "llava_zeroshot": "zero-shot", "lmm_zeroshot": "zero-shot",
     "clip_fusion": "fusion", "rgcl_bce_only": "fusion",
     "rgcl": "retrieval-guided", "rgcl_knn": "retrieval-guided",
     "mmbt": "multimodal transformer", "visualbert": "multimodal transformer",
-    "llava_lora": "LMM",
+    "llava_lora": "LMM", "lmm_lora": "LMM", "lmm_rgcl": "LMM", "lmm_rgcl_knn": "LMM",
     "course_mlp": "course network", "course_cnn": "course network", "course_lstm": "course network",
     "course_transformer": "course network",
     "ensemble": "ensemble",
@@ -112,17 +112,34 @@ PUBLISHED = (
     Published("LMM-RGCL (LLaVA-1.5-7B)", "Mei et al. 2025, EMNLP (arXiv:2502.13061)", "test_seen", 89.7, 80.9,
               note="retrieval-augmented LMM fine-tuning; figures from a secondary source (our issue tracker)"),
     Published("LMM-RGCL (Qwen2-VL-7B)", "Mei et al. 2025, EMNLP (arXiv:2502.13061)", "test_seen", 91.1,
-              note="figure from a secondary source (our issue tracker); no Qwen2-VL model here yet"),
+              note="figure from a secondary source (our issue tracker); ours: lmm_lora (stage 1) and lmm_rgcl "
+                   "with lmm_features.model: lmm_lora, as the full profile has them"),
 )
-# Which published row each of our models reproduces, read off its resolved `train.<model>.model` section (a
-# model with another setting reproduces none), and how ours differs from the published setup.
+def stage_one(params: dict) -> tuple[str, dict]:
+    """LMM-RGCL's first stage in this run: the model whose hidden states `lmm_features` reads, and its section."""
+    name = params.get("lmm_features", {}).get("model", "llava_lora")
+    return name, params.get("train", {}).get(name, {}).get("model", {})
+
+
+def lmm_rgcl_row(params: dict) -> str | None:
+    """The published LMM-RGCL row of the base whose hidden states stage 2 read (none for another base)."""
+    name, first = stage_one(params)
+    base = str(first.get("base", "")).lower()
+    if "qwen2-vl" in base:
+        return "LMM-RGCL (Qwen2-VL-7B)"
+    return "LMM-RGCL (LLaVA-1.5-7B)" if "llava" in base or name.startswith("llava") else None
+
+
+# Which published row each of our models reproduces, read off its resolved `train.<model>.model` section and
+# the run's params (a model with another setting reproduces none), and how ours differs from the published setup.
 REPRODUCES = {
-    "mmbt": lambda model: "MMBT-Grid" if model.get("image_features") == "grid" else "MMBT-Region",
-    "visualbert": lambda model: "VisualBERT COCO" if "visualbert" in str(model.get("init", "")) else "VisualBERT",
-    "clip_fusion": lambda model: {"align": "Hate-CLIPper (align)", "cross": "Hate-CLIPper (cross)"}.get(
+    "mmbt": lambda model, params: "MMBT-Grid" if model.get("image_features") == "grid" else "MMBT-Region",
+    "visualbert": lambda model, params: "VisualBERT COCO" if "visualbert" in str(model.get("init", ""))
+    else "VisualBERT",
+    "clip_fusion": lambda model, params: {"align": "Hate-CLIPper (align)", "cross": "Hate-CLIPper (cross)"}.get(
         model.get("fusion")),
-    "lmm_rgcl": lambda model: "LMM-RGCL (LLaVA-1.5-7B)",  # its stage 2, on llava_lora's hidden states
-    "rgcl": lambda model: "RGCL" if model.get("contrastive_weight", 0) > 0 else None,
+    "lmm_rgcl": lambda model, params: lmm_rgcl_row(params),  # its stage 2, on stage 1's hidden states
+    "rgcl": lambda model, params: "RGCL" if model.get("contrastive_weight", 0) > 0 else None,
 }
 # Hate-CLIPper as its authors ran it (gokulkarthik/hateclipper: run.sh of f712452 for align, of 1898520 for
 # cross; main.py's defaults; datasets.py squashes to 224 px): what `hateclipper_differs` compares ours with
@@ -188,10 +205,10 @@ def rgcl_differs(params: dict, name: str) -> str:
 
 
 def lmm_rgcl_differs(params: dict, name: str) -> str:
-    """How our two stages depart from LMM-RGCL's, read off `train.llava_lora.model` (stage 1, the LMM whose
-    hidden states stage 2 reads) and `train.<name>.model` (stage 2)."""
-    train = params.get("train", {})
-    first, second = train.get("llava_lora", {}).get("model", {}), train.get(name, {}).get("model", {})
+    """How our two stages depart from LMM-RGCL's, read off stage 1's section (the model `lmm_features` reads)
+    and `train.<name>.model` (stage 2)."""
+    _, first = stage_one(params)
+    second = params.get("train", {}).get(name, {}).get("model", {})
     if first.get("classifier_head"):
         stage1 = (f"stage 1: LoRA r {first.get('lora_r')}, the classifier head's BCE x {first.get('head_loss_weight')} "
                   f"+ the answer token's LM loss x {first.get('lm_loss_weight')}")
@@ -217,6 +234,7 @@ DIFFERS = {
     "Hate-CLIPper (cross)": hateclipper_differs,
     "RGCL": rgcl_differs,
     "LMM-RGCL (LLaVA-1.5-7B)": lmm_rgcl_differs,
+    "LMM-RGCL (Qwen2-VL-7B)": lmm_rgcl_differs,
 }
 
 
@@ -843,7 +861,8 @@ def published_beside_ours(runs: list[ModelRun], splits: dict, resolved_params: d
     sections = resolved_params.get("train", {})
     ours = {}
     for run in runs:
-        row = REPRODUCES.get(run.name, lambda model: None)(sections.get(run.name, {}).get("model", {}))
+        row = REPRODUCES.get(run.name, lambda model, params: None)(sections.get(run.name, {}).get("model", {}),
+                                                                   resolved_params)
         if row is not None:
             ours.setdefault(row, run.name)
     result = []

@@ -93,10 +93,10 @@ def write_llava(folder: Path, llm_layers: int) -> Path:
     """LLaVA-1.5-7B's architecture with its Llama cut to `llm_layers` layers, bf16 as published."""
     from transformers import LlavaForConditionalGeneration
 
-    from hatememes.models.llava import DEFAULT_PROMPT, llava_15_7b_config
-    from hatememes.models.llava_tiny import TinyLlavaConfig, build_processor, train_tokenizer
+    from hatememes.models.llava_tiny import MEME_PROMPT, TinyLlavaConfig, build_processor, train_tokenizer
+    from hatememes.models.lmm import llava_15_7b_config
 
-    texts = [DEFAULT_PROMPT.format(text=f"meme number {i} about the small red star") for i in range(200)]
+    texts = [MEME_PROMPT.format(text=f"meme number {i} about the small red star") for i in range(200)]
     tokenizer = train_tokenizer(texts, vocab_size=2000)
     config = llava_15_7b_config()
     config.text_config.num_hidden_layers = llm_layers

@@ -11,6 +11,7 @@ so the position read is the one its classifier head and its Yes/No answer read.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,6 +21,18 @@ from hatememes.features.store import save_split
 from hatememes.files import read_json, write_json
 from hatememes.inference import load_model
 from hatememes.progress import progress
+
+
+@dataclass(frozen=True)
+class LMMFeaturesParams:
+    model: str = "llava_lora"  # LMM-RGCL's first stage: a trained LMMLoRA model (llava_lora, lmm_lora)
+
+    def __post_init__(self) -> None:
+        from hatememes.models import MODELS
+
+        if MODELS.get(self.model) != "hatememes.models.lmm:LMMLoRA":
+            lora = sorted(name for name, path in MODELS.items() if path == "hatememes.models.lmm:LMMLoRA")
+            raise ValueError(f"lmm_features.model {self.model!r}: the stage reads a LoRA-tuned LMM, one of {lora}")
 
 
 @torch.no_grad()

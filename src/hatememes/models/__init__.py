@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 class BuildContext:
     feature_meta: dict[str, dict] = field(default_factory=dict)  # extractor -> its meta.json
     train_texts: tuple[str, ...] = ()
+    name: str = ""  # the model's name in params.yaml (`train.<name>`), for errors that name a param
 
 
 # name -> "module:class"; a stage imports only the model it runs (scikit-learn's import costs 2 s and
@@ -60,8 +61,11 @@ MODELS: dict[str, str] = {
     "clip_zeroshot": "hatememes.models.clip_zeroshot:ClipZeroShot",
     "mmbt": "hatememes.models.mmbt:MMBT",
     "visualbert": "hatememes.models.visualbert:VisualBert",
-    "llava_zeroshot": "hatememes.models.llava:LlavaZeroShot",
-    "llava_lora": "hatememes.models.llava:LlavaLoRA",
+    # any image-text-to-text model; llava_* are the LLaVA-1.5 presets (params.yaml), lmm_* any other base
+    "llava_zeroshot": "hatememes.models.lmm:LMMZeroShot",
+    "llava_lora": "hatememes.models.lmm:LMMLoRA",
+    "lmm_zeroshot": "hatememes.models.lmm:LMMZeroShot",
+    "lmm_lora": "hatememes.models.lmm:LMMLoRA",
     "course_mlp": "hatememes.models.course.numpy_mlp:CourseMLP",
     "course_cnn": "hatememes.models.course.numpy_cnn:CourseCNN",
     "course_lstm": "hatememes.models.course.lstm:CourseLSTM",

@@ -61,9 +61,22 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from hatememes.augment import random_shift
 from hatememes.data.memes import load_rgb
 from hatememes.metrics import auroc
-from hatememes.models.llava import DEFAULT_PROMPT, answer_token_ids
+from hatememes.models.lmm import DEFAULT_QUESTION, answer_token_ids
 
-FRAME = 'USER: <image>\nThis is an image with: "{text}" written on it. {question} ASSISTANT:'  # DEFAULT_PROMPT's
+FRAME = 'USER: <image>\nThis is an image with: "{text}" written on it. {question} ASSISTANT:'
+# the meme prompt as LLaVA-1.5's chat template renders DEFAULT_QUESTION (tests/test_llava.py checks it)
+MEME_PROMPT = 'USER: <image>\n' + DEFAULT_QUESTION + ' ASSISTANT:'
+# llava-hf/llava-1.5-7b-hf's chat_template.json (as transformers' tests/models/llava/test_processing_llava.py
+# holds it): "USER: <image>\n{text} ASSISTANT:", the answer after a space
+LLAVA_15_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}"
+    "{% endif %}{# Render all images first #}{% for content in message['content'] | selectattr('type', "
+    "'equalto', 'image') %}{{ '<image>\\n' }}{% endfor %}{# Render all text next #}{% if message['role'] != "
+    "'assistant' %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ content['text'] + ' '}}{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', "
+    "'equalto', 'text') %}{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
 MATCH = "Does the text name the shape in the image? Answer yes or no."
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<image>")
 PROBE_PAIRS = 2000  # training pairs the answer-position probes are fitted on
@@ -104,7 +117,7 @@ def read_pairs(corpus_dir: Path, split: str = "train") -> list[dict]:
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Byte-level BPE on the corpus descriptions and prompts: any text encodes, corpus words are one token."""
-    prompts = [DEFAULT_PROMPT.format(text=""), FRAME.format(text="", question=MATCH)]
+    prompts = [MEME_PROMPT.format(text=""), FRAME.format(text="", question=MATCH)]
     answers = [f"{prompt} {answer}" for prompt in prompts for answer in ("Yes", "No")] * 10
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -137,6 +150,7 @@ def build_processor(tokenizer: PreTrainedTokenizerFast, config: TinyLlavaConfig)
         patch_size=config.patch_size,
         vision_feature_select_strategy="default",  # drop CLS, as LLaVA-1.5
         num_additional_image_tokens=1,  # the CLS token the tower adds
+        chat_template=LLAVA_15_CHAT_TEMPLATE,  # the meme prompt is written as LLaVA-1.5's is (hatememes.models.lmm)
     )
 
 
@@ -336,14 +350,14 @@ def prompt_batch(tokenizer, prompts: list[str], image_tokens: int) -> dict[str, 
 
 
 @torch.no_grad()
-def match_auroc(model: LlavaForConditionalGeneration, tokenizer, pixel_values: torch.Tensor,
+def match_auroc(model: LlavaForConditionalGeneration, processor: LlavaProcessor, pixel_values: torch.Tensor,
                 pairs: list[dict], seed: int = 0) -> float | None:
     """AUROC of P(Yes) to the match question on `pairs` (held out), quoting texts drawn as in training."""
     samples = instruction_samples(pairs, seed)
     labels = np.array([sample.answer == "Yes" for sample in samples], dtype=int)
     if labels.min() == labels.max():  # one answer only (a one-object corpus): nothing to rank
         return None
-    yes, no = answer_token_ids(tokenizer)
+    tokenizer, (yes, no) = processor.tokenizer, answer_token_ids(processor)
     model.eval()
     scores = []
     for start in range(0, len(samples), 256):
@@ -373,7 +387,7 @@ def answer_probe(model: LlavaForConditionalGeneration, tokenizer, train: tuple[t
         rows = []
         for start in range(0, len(pairs), 256):
             quoted = others[start : start + 256]
-            batch = prompt_batch(tokenizer, [DEFAULT_PROMPT.format(text=other["text"]) for other in quoted],
+            batch = prompt_batch(tokenizer, [MEME_PROMPT.format(text=other["text"]) for other in quoted],
                                  model.config.image_seq_length)
             hidden = model(**batch, pixel_values=pixel_values[start : start + 256], output_hidden_states=True,
                            use_cache=False, logits_to_keep=1)
@@ -424,8 +438,8 @@ def build_tiny_base(corpus_dir: str | Path, out_dir: str | Path, config: TinyLla
     torch.manual_seed(config.seed)
     pairs = read_pairs(corpus_dir, "train")
     tokenizer = train_tokenizer([pair["text"] for pair in pairs], config.vocab_size)
-    answer_token_ids(tokenizer)  # fail early if Yes/No are not single tokens
     processor = build_processor(tokenizer, config)
+    answer_token_ids(processor)  # fail early if Yes/No are not single tokens
     model = build_model(tokenizer, config)
     pixel_values = pixel_values_of(processor, corpus_dir, pairs)  # (N, 3, H, W)
     samples = instruction_samples(pairs, config.seed)
@@ -446,7 +460,7 @@ def build_tiny_base(corpus_dir: str | Path, out_dir: str | Path, config: TinyLla
     heldout = read_pairs(corpus_dir, "heldout")
     heldout_pixels = pixel_values_of(processor, corpus_dir, heldout)
     log = {"config": asdict(config), "pairs": len(pairs),
-           "heldout_match_auroc": match_auroc(model, tokenizer, heldout_pixels, heldout, config.seed),
+           "heldout_match_auroc": match_auroc(model, processor, heldout_pixels, heldout, config.seed),
            "answer_probe": answer_probe(model, tokenizer, (pixel_values[:PROBE_PAIRS], pairs[:PROBE_PAIRS]),
                                         (heldout_pixels, heldout), config.seed),
            "vision_epoch_loss": vision_losses, "epoch_loss": losses}
