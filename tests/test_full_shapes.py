@@ -14,7 +14,8 @@ repository gets
   ResNet-50 one costs 80 s more for the same code path) features, bert-base MMBT,
   VisualBERT as uclanlp/visualbert-vqa-coco-pre, Hate-CLIPper at its 1024 sizes, and LLaVA-1.5 with the real
   CLIP ViT-L/14-336 tower, prompt and 576 image tokens on a Llama cut to 2 layers of width 4096, LoRA on the
-  full profile's targets;
+  full profile's targets, and Qwen2-VL-7B-Instruct (its whole vision tower, its language model cut the same
+  way, its chat template; the 24 x 20 px memes make 4 image tokens each);
 - params composed as `dvc exp run -S profile=full -S ...` composes them; the only overrides besides the
   weight paths and the data folder are one epoch per model, 2 ensemble folds, and LLaVA in float32 (bf16
   matmuls run at half the fp32 speed on this CPU: 29-43 s against 19 s per 615-token forward, measured).
@@ -40,13 +41,14 @@ from conftest import write_official  # noqa: E402
 pytestmark = [pytest.mark.full_shapes, pytest.mark.slow]
 
 SIZES = {"train": 2, "dev_seen": 4, "dev_unseen": 2, "test_seen": 2, "test_unseen": 2}
-TORCH_MODELS = ("clip_fusion", "rgcl", "rgcl_bce_only", "mmbt", "visualbert", "llava_lora", "lmm_rgcl",
+TORCH_MODELS = ("clip_fusion", "rgcl", "rgcl_bce_only", "mmbt", "visualbert", "llava_lora", "lmm_lora", "lmm_rgcl",
                 "course_lstm", "course_transformer")
 OVERRIDES = [  # one epoch and one seed each: the point is shapes, dtypes and formats
     *(f"train.{model}.loop.epochs=1" for model in TORCH_MODELS),
     *(f"train.{model}.loop.seeds=[]" for model in TORCH_MODELS),
     "train.course_mlp.model.seeds=[]", "train.course_cnn.model.seeds=[]",
-    "train.llava_lora.model.dtype=float32", "train.llava_lora.loop.mixed_precision=no",  # training: fp32 on CPU
+    *(f"train.{model}.model.dtype=float32" for model in ("llava_lora", "lmm_lora")),  # training: fp32 on CPU
+    *(f"train.{model}.loop.mixed_precision=no" for model in ("llava_lora", "lmm_lora")),
     "ensemble.n_folds=2",
 ]
 
@@ -135,7 +137,8 @@ def test_features_have_the_real_shapes(full_run):
     meta = {kind: json.loads((features / kind / "meta.json").read_text()) for kind in ("clip", "grid", "regions")}
     assert meta["clip"]["dim"] == 768
     assert (meta["clip"]["image_pooled_dim"], meta["clip"]["text_pooled_dim"]) == (1024, 768)  # Hate-CLIPper's inputs
-    assert json.loads((features / "lmm" / "meta.json").read_text())["dim"] == 4096  # LLaVA-7B's hidden size
+    lmm = json.loads((features / "lmm" / "meta.json").read_text())  # lmm_features.model: lmm_lora, the full's
+    assert (lmm["model_name"], lmm["dim"]) == ("lmm_lora", 3584)  # Qwen2-VL-7B's hidden size
     assert "detector fasterrcnn_mobilenet_v3_large_fpn" in meta["regions"]["box_source"]
     shapes = {}
     for kind in ("grid", "regions"):
@@ -149,7 +152,7 @@ def test_features_have_the_real_shapes(full_run):
 def test_every_model_scored_every_meme(full_run):
     repository = full_run["repository"]
     for model in (*TORCH_MODELS, "clip_linear_image", "clip_linear_text", "clip_zeroshot", "course_mlp",
-                  "course_cnn", "llava_zeroshot", "rgcl_knn", "lmm_rgcl_knn", "ensemble"):
+                  "course_cnn", "llava_zeroshot", "lmm_zeroshot", "rgcl_knn", "lmm_rgcl_knn", "ensemble"):
         metrics = json.loads((repository / "eval" / model / "metrics.json").read_text())
         for split, size in SIZES.items():
             if split != "train" or model != "ensemble":
@@ -157,11 +160,12 @@ def test_every_model_scored_every_meme(full_run):
     assert (repository / "eval" / "report.html").is_file()
 
 
-def test_the_lora_checkpoint_holds_the_adapters_not_the_base(full_run):
-    folder = full_run["repository"] / "models" / "llava_lora"
-    base = sum(f.stat().st_size for f in (full_run["repository"].parent / "weights" / "llava-1.5-7b-hf").rglob("*"))
+@pytest.mark.parametrize("model, weights", [("llava_lora", "llava-1.5-7b-hf"), ("lmm_lora", "Qwen2-VL-7B-Instruct")])
+def test_the_lora_checkpoint_holds_the_adapters_not_the_base(full_run, model, weights):
+    folder = full_run["repository"] / "models" / model
+    base = sum(f.stat().st_size for f in (full_run["repository"].parent / "weights" / weights).rglob("*"))
     saved = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-    assert saved < base / 10, f"models/llava_lora holds {saved / 1e9:.2f} GB against a {base / 1e9:.2f} GB base"
+    assert saved < base / 10, f"models/{model} holds {saved / 1e9:.2f} GB against a {base / 1e9:.2f} GB base"
 
 
 def test_peak_memory_is_printed_and_sane(full_run):

@@ -19,11 +19,14 @@ from sklearn.metrics import roc_auc_score
 LABELLED_SPLITS = ("dev_seen", "dev_unseen", "test_seen", "test_unseen")
 
 # lowest AUROC on test_unseen of the models that should learn the pair rule
+# (lmm_lora: LMM-RGCL's first stage with its classifier head, on llava_lora's base and bar; dev_seen / dev_unseen
+# 0.957 / 0.957 in world 0 and 0.914 / 0.968 in world 572, llava_lora's 0.955 / 0.958 and 0.909 / 0.972)
 LEARNERS = {"clip_fusion": 0.90, "mmbt": 0.90, "visualbert": 0.90, "course_mlp": 0.90, "llava_lora": 0.85,
-            "rgcl": 0.90, "rgcl_bce_only": 0.90, "rgcl_knn": 0.85, "lmm_rgcl": 0.85, "lmm_rgcl_knn": 0.85}
+            "lmm_lora": 0.85, "rgcl": 0.90, "rgcl_bce_only": 0.90, "rgcl_knn": 0.85, "lmm_rgcl": 0.85,
+            "lmm_rgcl_knn": 0.85}
 # unimodal models cannot see the pair, zero-shot models were never taught the rule: at most CHANCE_BAR
 AT_CHANCE = ("clip_linear_image", "clip_linear_text", "course_cnn", "course_lstm", "course_transformer",
-             "clip_zeroshot", "llava_zeroshot")
+             "clip_zeroshot", "llava_zeroshot", "lmm_zeroshot")
 CHANCE_BAR = 0.65
 ENSEMBLE_SLACK = 0.03  # below its best member; seed noise is 0.01-0.02
 RGCL_SLACK = 0.03  # rgcl below clip_fusion, on test_unseen
@@ -59,6 +62,7 @@ def bars(aurocs: dict[str, dict[str, float]], members: list[str]) -> Iterator[tu
     yield "rgcl", "test_unseen", aurocs["clip_fusion"].get("test_unseen", 1.0) - RGCL_SLACK, 1.0
     for split in LABELLED_SPLITS:  # LoRA learns what its zero-shot base does not
         yield "llava_lora", split, aurocs["llava_zeroshot"].get(split, 0.0), 1.0
+        yield "lmm_lora", split, aurocs["lmm_zeroshot"].get(split, 0.0), 1.0
 
 
 def read_aurocs(model_dir: Path) -> tuple[dict[str, float], list[str]]:

@@ -6,8 +6,9 @@ them: what an offline user does after downloading the published weights, minus t
 Every file is in the format its loader reads for the published weights: an open_clip state dict, torchvision
 state dicts (ResNet-152, Faster R-CNN), `save_pretrained` folders for BERT (the packaged MiniLM's vocabulary,
 which is bert-base-uncased's), VisualBERT (uclanlp/visualbert-vqa-coco-pre's configuration, saved as the
-pre-training model it is published as) and LLaVA-1.5 (the real CLIP ViT-L/14-336 vision tower and projector,
-the Llama cut to `llm_layers` layers of width 4096, a tokenizer built in code as the demo's is).
+pre-training model it is published as), LLaVA-1.5 (the real CLIP ViT-L/14-336 vision tower and projector,
+the Llama cut to `llm_layers` layers of width 4096, a tokenizer built in code as the demo's is) and Qwen2-VL-7B
+(its whole vision tower, the language model cut the same way).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def write_full_weights(root: Path, llm_layers: int = 2) -> list[str]:
     bert = write_bert(root / "bert-base-uncased")
     visualbert = write_visualbert(root / "visualbert-vqa-coco-pre")
     llava = write_llava(root / "llava-1.5-7b-hf", llm_layers)
+    qwen = write_qwen2_vl(root / "Qwen2-VL-7B-Instruct", llm_layers)
     return [
         f"features.clip.pretrained={clip}",
         f"features.grid.cnn.pretrained={resnet}",
@@ -47,6 +49,8 @@ def write_full_weights(root: Path, llm_layers: int = 2) -> list[str]:
         f"train.visualbert.model.tokenizer={bert}",
         f"train.llava_zeroshot.model.base={llava}",
         f"train.llava_lora.model.base={llava}",
+        f"train.lmm_zeroshot.model.base={qwen}",
+        f"train.lmm_lora.model.base={qwen}",
     ]
 
 
@@ -107,4 +111,31 @@ def write_llava(folder: Path, llm_layers: int) -> Path:
     model.save_pretrained(folder)
     processor = build_processor(tokenizer, TinyLlavaConfig(image_size=336, patch_size=14))
     processor.save_pretrained(folder)
+    return folder
+
+
+def write_qwen2_vl(folder: Path, llm_layers: int) -> Path:
+    """Qwen2-VL-7B-Instruct's architecture (the whole 32-layer vision tower with its 2x2 merger, the Qwen2
+    language model at width 3584 cut to `llm_layers` layers), bf16 as published, with its chat template and
+    image processor; the vocabulary is the tokenizer built in code (its rows are what a real one's would be)."""
+    from lmm_architectures import QWEN2_VL_CHAT_TEMPLATE, tokenizer
+    from transformers import Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    from hatememes.models.lmm import qwen2_vl_7b_config
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+               "<|image_pad|>", "<|video_pad|>"]
+    tok = tokenizer(special, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    config = qwen2_vl_7b_config()
+    text = config.get_text_config()
+    text.num_hidden_layers, text.vocab_size = llm_layers, len(tok)
+    text.pad_token_id, text.bos_token_id, text.eos_token_id = tok.pad_token_id, None, tok.eos_token_id
+    for key, token in (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+                       ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>")):
+        setattr(config, key, tok.convert_tokens_to_ids(token))
+    Qwen2VLForConditionalGeneration(config).to(torch.bfloat16).save_pretrained(folder)
+    Qwen2VLProcessor(image_processor=Qwen2VLImageProcessorPil(), tokenizer=tok, video_processor=Qwen2VLVideoProcessor(),
+                     chat_template=QWEN2_VL_CHAT_TEMPLATE).save_pretrained(folder)
     return folder

@@ -48,8 +48,9 @@ CONTROL_BAR = 0.90
 # every other object: circle, triangle, cross, diamond (chosen on the dev splits of world 0; for the course
 # text networks only, see the docstring)
 GROUP = range(0, len(OBJECTS), 2)
-MATCH_PROMPT = ('USER: <image>\nThis is an image with: "{text}" written on it. Does the text name the shape in '
-                "the image? Answer yes or no. ASSISTANT:")
+# the tiny LLaVA's pretraining question (hatememes.models.llava_tiny MATCH), in the meme prompt's frame
+MATCH_QUESTION = ('This is an image with: "{text}" written on it. Does the text name the shape in the image? Answer '
+                  "yes or no.")
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,9 @@ CONTROLS: dict[str, tuple[Control, ...]] = {
     "course_lstm": (Control(text_in_group),),
     "course_transformer": (Control(text_in_group),),
     "llava_zeroshot": (Control(lambda meme: int(meme.text_concept == meme.image_concept),
-                               config={"prompt": MATCH_PROMPT}),),
+                               config={"question": MATCH_QUESTION}),),
+    "lmm_zeroshot": (Control(lambda meme: int(meme.text_concept == meme.image_concept),
+                             config={"question": MATCH_QUESTION}),),
 }
 
 
