@@ -131,6 +131,7 @@ def write_qwen2_vl(folder: Path, llm_layers: int) -> Path:
     config = qwen2_vl_7b_config()
     text = config.get_text_config()
     text.num_hidden_layers, text.vocab_size = llm_layers, len(tok)
+    text.layer_types = text.layer_types[:llm_layers]  # one attention kind per layer (all full attention)
     text.pad_token_id, text.bos_token_id, text.eos_token_id = tok.pad_token_id, None, tok.eos_token_id
     for key, token in (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
                        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>")):
