@@ -98,3 +98,25 @@ def test_every_model_held_at_chance_has_a_positive_control():
     from positive_controls import CONTROL_BAR, CONTROLS
 
     assert set(CONTROLS) == set(AT_CHANCE) and CONTROL_BAR >= 0.9
+
+
+def test_the_committed_demo_meets_every_bar(tmp_path):
+    """World 0 as committed (eval/*/metrics.json, written with dvc.lock by a fresh clone's `dvc repro`) meets
+    every bar; CI's end-to-end run reproduces another world each commit. A model whose committed AUROC fell
+    to chance is reported."""
+    import shutil
+
+    from e2e_bars import check_committed_bars
+
+    root = Path(__file__).parents[1]
+    assert check_committed_bars(root) == []
+    shutil.copytree(root / "eval", tmp_path / "eval")
+    shutil.copy(root / "params.yaml", tmp_path / "params.yaml")
+    metrics = tmp_path / "eval" / "rgcl" / "metrics.json"
+    dead = {split: {**entry, "auroc": 0.5} if isinstance(entry, dict) else entry
+            for split, entry in json.loads(metrics.read_text()).items()}
+    metrics.write_text(json.dumps(dead))
+    problems = check_committed_bars(tmp_path)
+    assert "rgcl test_unseen: AUROC 0.500 outside [0.900, 1.000]" in problems
+    (tmp_path / "eval" / "lmm_lora" / "metrics.json").unlink()
+    assert any(problem.startswith("lmm_lora: no metrics.json") for problem in check_committed_bars(tmp_path))

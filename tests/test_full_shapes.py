@@ -165,7 +165,9 @@ def test_the_lora_checkpoint_holds_the_adapters_not_the_base(full_run, model, we
     folder = full_run["repository"] / "models" / model
     base = sum(f.stat().st_size for f in (full_run["repository"].parent / "weights" / weights).rglob("*"))
     saved = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-    assert saved < base / 10, f"models/{model} holds {saved / 1e9:.2f} GB against a {base / 1e9:.2f} GB base"
+    # the adapters (r 128 on the 2 layers kept), their AdamW state and the best copy: a fifth of this cut base,
+    # under a thousandth of the real one; a checkpoint that held the base would outweigh it
+    assert saved < base / 2, f"models/{model} holds {saved / 1e9:.2f} GB against a {base / 1e9:.2f} GB base"
 
 
 def test_peak_memory_is_printed_and_sane(full_run):
