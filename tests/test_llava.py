@@ -23,6 +23,13 @@ from sklearn.metrics import roc_auc_score
 from transformers import LlavaForConditionalGeneration
 
 from hatememes.models import BuildContext, lmm
+from hatememes.models.llava_tiny import (
+    MEME_PROMPT,
+    TinyLlavaConfig,
+    build_tiny_base,
+    forward_from_features,
+    tower_features,
+)
 from hatememes.models.lmm import (
     LMMLoRA,
     LMMLoRAConfig,
@@ -35,7 +42,6 @@ from hatememes.models.lmm import (
     merge,
     yes_no_logits,
 )
-from hatememes.models.llava_tiny import MEME_PROMPT, TinyLlavaConfig, build_tiny_base, forward_from_features, tower_features
 from hatememes.pretrained import PretrainedLoadError
 from hatememes.training import LoopParams, load_best, predict, train
 

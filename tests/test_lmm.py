@@ -166,3 +166,22 @@ def test_a_question_that_cannot_quote_the_meme_is_refused_when_read(question, pr
         LMMZeroShotConfig(question=question)
     with pytest.raises(ValueError, match=problem.replace("{", r"\{").replace("}", r"\}")):
         dataclasses.replace(LMMLoRAConfig(), question=question)
+
+
+def test_the_transcribed_idefics3_template_renders_transformers_own_expected_conversation(tmp_path):
+    """The check that transformers' tests/models/idefics3/test_processing_idefics3.py makes of the published
+    template (its `test_apply_chat_template`), made of ours: a transcription error would change the text."""
+    processor = load_processor(BUILDERS["idefics3"](tmp_path / "idefics3"))
+    answer = ("The first image shows the statue of Liberty in New York. The second image picture depicts Idefix, "
+              "the dog of Obelix in Asterix and Obelix.")
+    conversation = [
+        {"role": "user", "content": [{"type": "text", "text": "What do these images show?"}, {"type": "image"},
+                                     {"type": "image"}, "What do these images show?"]},
+        {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        {"role": "user", "content": [{"type": "text", "text": "And who is that?"}]},
+    ]
+    assert processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False) == (
+        "<|begin_of_text|>User: What do these images show?<image><image><end_of_utterance>\n"
+        f"Assistant: {answer}<end_of_utterance>\n"
+        "User: And who is that?<end_of_utterance>\n"
+        "Assistant:")

@@ -118,16 +118,14 @@ def write_qwen2_vl(folder: Path, llm_layers: int) -> Path:
     """Qwen2-VL-7B-Instruct's architecture (the whole 32-layer vision tower with its 2x2 merger, the Qwen2
     language model at width 3584 cut to `llm_layers` layers), bf16 as published, with its chat template and
     image processor; the vocabulary is the tokenizer built in code (its rows are what a real one's would be)."""
-    from lmm_architectures import QWEN2_VL_CHAT_TEMPLATE, tokenizer
+    from lmm_architectures import QWEN2_VL_CHAT_TEMPLATE, QWEN2_VL_SPECIAL, tokenizer
     from transformers import Qwen2VLForConditionalGeneration, Qwen2VLProcessor
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     from hatememes.models.lmm import qwen2_vl_7b_config
 
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-               "<|image_pad|>", "<|video_pad|>"]
-    tok = tokenizer(special, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok = tokenizer(QWEN2_VL_SPECIAL, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     config = qwen2_vl_7b_config()
     text = config.get_text_config()
     text.num_hidden_layers, text.vocab_size = llm_layers, len(tok)

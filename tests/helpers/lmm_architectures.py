@@ -55,6 +55,10 @@ IDEFICS3_CHAT_TEMPLATE = (
     "{% endfor %}<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
 
+# Qwen2's ChatML and vision tokens (Qwen2-VL-7B-Instruct's tokenizer_config.json added tokens)
+QWEN2_VL_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                    "<|image_pad|>", "<|video_pad|>"]
+
 # what each architecture's processor renders for the meme prompt (the templates above, read by hand)
 EXPECTED_PROMPTS = {
     "llava-1.5": "USER: <image>\n{question} ASSISTANT:",
@@ -80,7 +84,8 @@ def tokenizer(special: list[str], **roles) -> PreTrainedTokenizerFast:
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     if "bos_token" in roles:
         bos = roles["bos_token"]
-        bpe.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, bpe.token_to_id(bos))])
+        bpe.post_processor = processors.TemplateProcessing(single=f"{bos} $A",
+                                                           special_tokens=[(bos, bpe.token_to_id(bos))])
     return PreTrainedTokenizerFast(tokenizer_object=bpe, padding_side="left", **roles)
 
 
@@ -129,7 +134,8 @@ def llava_next(folder: Path) -> Path:
     processor = LlavaNextProcessor(image_processor=image, tokenizer=tok, patch_size=14,
                                    vision_feature_select_strategy="default", num_additional_image_tokens=1,
                                    chat_template=LLAVA_NEXT_MISTRAL_CHAT_TEMPLATE)
-    config = LlavaNextConfig(vision_config=clip_vision(336, 14), text_config=llama(len(tok), pad_token_id=tok.pad_token_id),
+    config = LlavaNextConfig(vision_config=clip_vision(336, 14),
+                             text_config=llama(len(tok), pad_token_id=tok.pad_token_id),
                              image_token_index=tok.convert_tokens_to_ids("<image>"), image_grid_pinpoints=pinpoints,
                              vision_feature_layer=-1, vision_feature_select_strategy="default")
     return save(folder, LlavaNextForConditionalGeneration(config), processor)
@@ -143,9 +149,7 @@ def qwen2_vl(folder: Path) -> Path:
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-               "<|image_pad|>", "<|video_pad|>"]
-    tok = tokenizer(special, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok = tokenizer(QWEN2_VL_SPECIAL, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     processor = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessorPil(), tokenizer=tok,
                                  video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN2_VL_CHAT_TEMPLATE)
     ids = {name: tok.convert_tokens_to_ids(token) for name, token in (
