@@ -49,6 +49,7 @@ class FetchParams:
     path: str = "data/raw"  # the folder (local) or archive (zip)
     zip_sha256: str = ""  # optional pin of the archive's checksum
     on_bad_record: Literal["error", "skip"] = "error"
+    fine_grained: str = ""  # the folder of the WOAH 2021 annotations (train/dev_seen/dev_unseen.json); "": none
     hub: HubParams = field(default_factory=HubParams)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 

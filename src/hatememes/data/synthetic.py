@@ -13,7 +13,10 @@ image concept), so each text and each image concept is hateful exactly |S|/K of 
 meme shares its scene with a benign meme, so it has a benign twin with the same picture and another
 caption, and a benign twin with the same caption and another picture (the confounders of Kiela et al.
 2020). The `*_unseen` splits use caption templates and background styles never used in train or
-`*_seen`, over the same vocabulary. The corpus uses the same renderer and a disjoint seed
+`*_seen`, over the same vocabulary. Each hateful meme also carries the fine-grained labels of the WOAH 2021
+shared task, by a rule over its two concepts (`fine_labels`): the protected categories follow the caption's
+object, the attack types the offset and the picture's object; train and the dev splits get annotation files
+in the shared task's format, the test splits none, as released. The corpus uses the same renderer and a disjoint seed
 stream; half its images carry a band of filler words, as captioned web images do.
 """
 
@@ -29,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from hatememes.data.fine_grained import FINE_SPLITS, FOLDER, HATE_LABELS
 from hatememes.data.memes import SPLITS, Meme, write_split
 
 OBJECTS = ("circle", "square", "triangle", "star", "cross", "heart", "diamond", "moon")
@@ -110,6 +114,33 @@ class SyntheticMeme:
 
 def is_hateful(text_concept: int, image_concept: int) -> bool:
     return (text_concept - image_concept) % len(OBJECTS) in HATEFUL_OFFSETS
+
+
+# The fine-grained rule (WOAH 2021 labels): the protected categories by the caption's object, some two at once;
+# the attack types by the offset and the picture's object. Every label is some hateful meme's first label
+# (the shared task's scorer keeps only the classes that are some meme's first gold label)
+CATEGORIES_BY_TEXT = (("race",), ("disability",), ("religion",), ("nationality",), ("sex",), ("race", "religion"),
+                      ("nationality", "religion"), ("sex", "disability"))
+ATTACKS_BY_OFFSET = {1: (("mocking",), ("contempt",), ("mocking",)),
+                     2: (("inferiority",), ("exclusion",), ("inferiority",)),
+                     3: (("slurs",), ("dehumanizing",), ("inciting_violence", "dehumanizing"))}  # by image % 3
+
+
+def fine_labels(text_concept: int, image_concept: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(protected categories, attack types) of a meme: ("pc_empty",), ("attack_empty",) when benign."""
+    if not is_hateful(text_concept, image_concept):
+        return ("pc_empty",), ("attack_empty",)
+    offset = (text_concept - image_concept) % len(OBJECTS)
+    return CATEGORIES_BY_TEXT[text_concept], ATTACKS_BY_OFFSET[offset][image_concept % 3]
+
+
+def annotation(m: SyntheticMeme, split: str) -> dict:
+    """A meme's record in the shared task's annotation format, three annotators agreeing with the gold."""
+    pc, attack = fine_labels(m.text_concept, m.image_concept)
+    hateful = m.meme.label == 1
+    return {"id": m.meme.id, "set_name": split, "img": m.meme.img, "text": m.meme.text,
+            "gold_hate": [HATE_LABELS[m.meme.label]], "gold_pc": list(pc), "gold_attack": list(attack),
+            "pc": [list(pc)] * 3 if hateful else "None", "attack": [list(attack)] * 3 if hateful else "None"}
 
 
 def split_sizes(scale: float) -> dict[str, int]:
@@ -358,14 +389,19 @@ def oracles(memes: dict[str, list[SyntheticMeme]]) -> dict[str, dict[str, float]
 # ---------------------------------------------------------------------------------------------- writers
 
 def generate_memes(out_dir: Path, config: SyntheticConfig) -> dict:
-    """Write `out_dir/img/NNNNN.png` and the five `<split>.jsonl`; return the oracles and the vocabulary."""
+    """Write `out_dir/img/NNNNN.png`, the five `<split>.jsonl` and the fine-grained annotations
+    `out_dir/fine_grained/<split>.json` of train and the dev splits; return the oracles and the vocabulary."""
     out_dir = Path(out_dir)
     (out_dir / "img").mkdir(parents=True, exist_ok=True)
+    (out_dir / FOLDER).mkdir(exist_ok=True)
     memes = sample_memes(config)
     for split, rows in memes.items():
         for m in rows:
             save_png(render_meme(m.scene, m.meme.text, config.image_size), out_dir / m.meme.img)
         write_split(out_dir, split, [m.meme for m in rows])
+        if split in FINE_SPLITS:
+            (out_dir / FOLDER / f"{split}.json").write_text(
+                "".join(json.dumps(annotation(m, split)) + "\n" for m in rows), encoding="utf-8")
     return {"oracles": oracles(memes), "objects": list(OBJECTS), "colors": list(COLORS),
             "hateful_offsets": list(HATEFUL_OFFSETS)}
 
