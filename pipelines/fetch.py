@@ -4,7 +4,8 @@
     python pipelines/fetch.py --out data/memes --source local --path ~/hateful_memes
 
 Sources: synthetic (the demo world), local (official, MMF or Phase-1 layout), zip (the official archive;
-password in HATEMEMES_ZIP_PASSWORD), hub (a HuggingFace dataset repo; token in HF_TOKEN).
+password in HATEMEMES_ZIP_PASSWORD), hub (a HuggingFace dataset repo; token in HF_TOKEN). The WOAH 2021
+fine-grained annotations come from `fetch.fine_grained` (a folder), or from the demo world itself.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         return report_write_error("fetch", args.out, error)
     for split, info in manifest["splits"].items():
         print(f"{split:12s} {info['count']:6d} memes  {info['hateful']:5d} hateful  {info['rejected']} rejected")
+    for split, info in manifest.get("fine_grained", {}).get("splits", {}).items():
+        categories = "  ".join(f"{label} {count}" for label, count in info["pc"].items())
+        print(f"{split:12s} {info['count']:6d} annotated  {info['rejected']} rejected  {categories}")
     for split, oracle in manifest.get("oracles", {}).items():
         print(f"{split:12s} oracle AUROC: text-only {oracle['text_only']:.3f}  image-only {oracle['image_only']:.3f}")
     return 0

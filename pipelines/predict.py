@@ -56,16 +56,16 @@ def build_extractors(model_dir: Path, inputs) -> dict:
     """The extractors the model's cached features came from (its params.json), built once per run."""
     import torch
 
+    from hatememes.data.readers import feature_inputs
     from hatememes.features import FeaturesParams, build_extractor
     from hatememes.files import read_json
     from hatememes.params import from_dict
 
     params = from_dict(FeaturesParams, read_json(model_dir / "params.json")["features"], str(model_dir))
     extractors = {}
-    for name in inputs:
-        if name != "image":
-            torch.manual_seed(0)
-            extractors[name] = build_extractor(name, params)
+    for name in feature_inputs(inputs):
+        torch.manual_seed(0)
+        extractors[name] = build_extractor(name, params)
     return extractors
 
 
@@ -112,7 +112,7 @@ def score_memes(model, extractors: dict, root: Path, memes: list, batch_size: in
     from hatememes.inference import score
 
     features = compute_features(extractors, root, memes)
-    _, probs = score(model, MemeItems(root, memes, features, with_images="image" in model.inputs), batch_size)
+    _, probs, _ = score(model, MemeItems(root, memes, features, with_images="image" in model.inputs), batch_size)
     return [float(prob) for prob in probs]
 
 

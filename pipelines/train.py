@@ -28,7 +28,7 @@ from torch import nn
 
 from hatememes import params as P
 from hatememes.data.memes import read_split
-from hatememes.data.readers import FEATURE_TENSORS, load_items
+from hatememes.data.readers import FEATURE_TENSORS, feature_inputs, load_items
 from hatememes.data.sources import sha256_file
 from hatememes.evaluation import write_predictions_folder
 from hatememes.files import read_json, report_write_error, write_json
@@ -130,7 +130,8 @@ def fit_and_save(name: str, params: dict, memes: Path, features_dir: Path, out: 
             raise
         raise FileNotFoundError(f"{features_dir / missing / 'meta.json'}: not found; {name} needs the {missing!r} "
                                 f"features (run: python pipelines/features.py {missing} ...)") from None
-    features = {key: features_dir / key for key in model.inputs if key != "image"}
+    check_fine_grained_labels(name, model, memes)
+    features = {key: features_dir / key for key in feature_inputs(model.inputs)}
     train_items = load_items(memes, features, "train", model.inputs)
     dev_items = load_items(memes, features, dev_split, model.inputs)
     summary = {"name": name, "dev_split": dev_split, "num_processes": PartialState().num_processes}
@@ -153,6 +154,16 @@ def fit_and_save(name: str, params: dict, memes: Path, features_dir: Path, out: 
     return model
 
 
+def check_fine_grained_labels(name: str, model, memes: Path) -> None:
+    """A model with fine-grained heads needs the memes' fine-grained labels to train on."""
+    from hatememes.data.fine_grained import fine_labels_path
+
+    if "fine_grained" in model.inputs and not fine_labels_path(memes, "train").is_file():
+        raise FileNotFoundError(f"train.{name}.model.fine_grained.enabled is true, but "
+                                f"{fine_labels_path(memes, 'train')} does not exist: these memes have no "
+                                "fine-grained labels (set fetch.fine_grained to the WOAH 2021 annotations folder)")
+
+
 def score_and_save(model, name: str, params: dict, memes: Path, features_dir: Path, out: Path) -> None:
     """Every split scored with the model in memory (torch models at `train.<name>.loop.eval_batch_size`)."""
     if isinstance(model, nn.Module):
@@ -160,9 +171,9 @@ def score_and_save(model, name: str, params: dict, memes: Path, features_dir: Pa
         batch_size = P.section(params, f"train.{name}.loop", LoopParams).eval_batch_size
     else:
         batch_size = 64  # fitted models score their own way
-    predictions = score_splits(model, memes, features_dir, batch_size)
+    predictions, fine_grained = score_splits(model, memes, features_dir, batch_size)
     if PartialState().is_main_process:
-        write_predictions_folder(out, predictions)
+        write_predictions_folder(out, predictions, fine_grained)
         print(f"{name}: {sum(len(p.ids) for p in predictions.values())} memes scored -> {out}")
 
 

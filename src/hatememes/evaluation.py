@@ -39,15 +39,25 @@ class EvaluateParams:
     threshold_criterion: Literal["accuracy", "f1"] = "accuracy"
 
 
-def write_predictions_folder(folder: Path, predictions: dict[str, Predictions]) -> None:
-    """`folder`/<split>.csv for every split, written under `.<name>.partial` and moved in whole, so a killed
-    run never leaves some splits of a new run beside others of an old one."""
+def write_predictions_folder(folder: Path, predictions: dict[str, Predictions],
+                             fine_grained: dict[str, np.ndarray] | None = None) -> None:
+    """`folder`/<split>.csv for every split, and for a model with fine-grained heads `folder`/fine_grained/
+    <split>.jsonl in the WOAH 2021 shared task's submission format (hatememes.shared_task), written under
+    `.<name>.partial` and moved in whole, so a killed run never leaves some splits of a new run beside others
+    of an old one."""
     folder = Path(folder)
     partial = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     for split, split_predictions in predictions.items():
         write_predictions(partial / f"{split}.csv", split_predictions)
+    if fine_grained:
+        from hatememes.shared_task import write_submission
+
+        (partial / "fine_grained").mkdir()
+        for split, fine in fine_grained.items():
+            write_submission(partial / "fine_grained" / f"{split}.jsonl", split, predictions[split].ids,
+                             predictions[split].probs, fine)
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
 

@@ -2,6 +2,7 @@
 
     result = train(model, train_items, dev_items, loop_params, out_dir)     # fits in place, best weights loaded
     ids, probs = predict(model, items, batch_size=64)                      # P(hateful), every id exactly once
+    ids, probs, fine = predict_all(model, items)           # + the fine-grained heads' probabilities, or None
 
 The same code runs on CPU, one GPU, several GPUs (DDP), DeepSpeed or FSDP: start it with
 `accelerate launch --config_file configs/accelerate/<setup>.yaml`. `loop.batch_size` is the global batch
@@ -154,7 +155,8 @@ def fit(model, train_items: MemeItems, dev_items: MemeItems, params: LoopParams,
         shuffle.manual_seed(params.seed * 100_003 + state.epoch)
         loader = accelerator.skip_first_batches(train_loader, state.batches_done)
         run_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, params, state, checkpoints, live)
-        (_, dev_probs, dev_labels), dev_batch = predict_items(model, dev_items, dev_batch, accelerator, scoring_key)
+        (_, dev_probs, dev_labels, _), dev_batch = predict_items(model, dev_items, dev_batch, accelerator,
+                                                                 scoring_key)
         dev_auroc = auroc_or_nan(dev_probs, dev_labels)
         improved = dev_auroc > state.best_auroc
         if improved:
@@ -226,14 +228,15 @@ def run_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, params,
 def model_outputs(outputs) -> tuple[torch.Tensor, torch.Tensor | float, float]:
     """(logits, aux_loss, loss_weight) of a model's forward: logits (B,) alone (loss = loop.loss), or a dict with
     "logits" and optionally "aux_loss" (a term the model computes itself, weighted: rgcl's retrieval-guided
-    loss) and "loss_weight" (the factor on loop.loss). Under several processes the epoch's padded last batch
+    loss, the fine-grained heads' loss), "loss_weight" (the factor on loop.loss) and "fine_logits" (B, C), the
+    fine-grained heads' logits, which scoring keeps. Under several processes the epoch's padded last batch
     counts its padding in aux_loss (loop.loss leaves it out)."""
     if isinstance(outputs, torch.Tensor):
         return outputs, 0.0, 1.0
-    unknown = set(outputs) - {"logits", "aux_loss", "loss_weight"}
+    unknown = set(outputs) - {"logits", "aux_loss", "loss_weight", "fine_logits"}
     if unknown:
         raise ValueError(f"a model's forward returned keys {sorted(unknown)}; the loop reads logits, aux_loss, "
-                         "loss_weight")
+                         "loss_weight, fine_logits")
     return outputs["logits"], outputs.get("aux_loss", 0.0), outputs.get("loss_weight", 1.0)
 
 
@@ -372,18 +375,24 @@ def resumed_batch(params: LoopParams, checkpoints: Path, key: str) -> LoopParams
     return dataclasses.replace(params, batch_size=saved.batch_size, grad_accum=saved.grad_accum)
 
 
-def predict_loader(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids, probs, labels) of every item of a prepared loader, gathered from all processes."""
+def predict_loader(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(ids, probs, labels, fine) of every item of a prepared loader, gathered from all processes; fine is the
+    fine-grained heads' probabilities (N, C), None for a model without them."""
     model.eval()
-    ids, probs, labels = [], [], []
+    ids, probs, labels, fine = [], [], [], []
     with torch.no_grad():
         for batch in loader:
-            logits = model_outputs(model(batch))[0]
-            gathered = accelerator.gather_for_metrics((batch["ids"], torch.sigmoid(logits.float()), batch["labels"]))
-            for store, values in zip((ids, probs, labels), gathered, strict=True):
+            outputs = model(batch)
+            logits = model_outputs(outputs)[0]
+            columns = [batch["ids"], torch.sigmoid(logits.float()), batch["labels"]]
+            if isinstance(outputs, dict) and "fine_logits" in outputs:
+                columns.append(torch.sigmoid(outputs["fine_logits"].float()))
+            gathered = accelerator.gather_for_metrics(tuple(columns))
+            for store, values in zip((ids, probs, labels, fine), gathered, strict=False):
                 store.append(values.cpu())
     model.train()
-    return tuple(torch.cat(values).numpy() for values in (ids, probs, labels))
+    ids, probs, labels = (torch.cat(values).numpy() for values in (ids, probs, labels))
+    return ids, probs, labels, torch.cat(fine).numpy() if fine else None
 
 
 def predict_items(model, items, batch_size: int, accelerator, key: str) -> tuple[tuple, int]:
@@ -409,18 +418,26 @@ def predict_items(model, items, batch_size: int, accelerator, key: str) -> tuple
 def predict(model, items: MemeItems, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """(ids, P(hateful)) of `items` in their order, on every process; fails unless each id comes back once.
     `batch_size` is global (split between the processes), and halves while it runs out of memory."""
+    ids, probs, _ = predict_all(model, items, batch_size)
+    return ids, probs
+
+
+def predict_all(model, items: MemeItems, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """`predict`'s (ids, P(hateful)) and the fine-grained heads' probabilities (N, C) in the same order, or None
+    for a model without them."""
     accelerator = Accelerator(dataloader_config=DataLoaderConfiguration(split_batches=True))
     key = params_key(model, "eval_batch_size")
     if batch_size % accelerator.num_processes:
         raise ValueError(f"{key} = {batch_size} is the global batch, split between the "
                          f"{accelerator.num_processes} processes: it must be divisible by them")
     model = accelerator.prepare(model)
-    (ids, probs, _), _ = predict_items(model, items, batch_size, accelerator, key)
+    (ids, probs, _, fine), _ = predict_items(model, items, batch_size, accelerator, key)
     expected = items.ids
     if sorted(ids.tolist()) != sorted(expected):
         raise RuntimeError(f"predict: scored {len(ids)} rows for {len(expected)} memes; ids were lost or doubled")
     order = {meme_id: row for row, meme_id in enumerate(ids.tolist())}
-    return np.asarray(expected), probs[[order[meme_id] for meme_id in expected]]
+    rows = [order[meme_id] for meme_id in expected]
+    return np.asarray(expected), probs[rows], None if fine is None else fine[rows]
 
 
 def auroc_or_nan(probs: np.ndarray, labels: np.ndarray) -> float:

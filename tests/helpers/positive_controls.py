@@ -161,5 +161,5 @@ def fitted_auroc(root: Path, params: dict, table: dict[int, SyntheticMeme], name
         else:
             model.fit(train_items, dev_items)
             batch_size = 64
-        _, probs = score(model, items[split], batch_size)
+        _, probs, _ = score(model, items[split], batch_size)
     return auroc(np.asarray(items[split].labels), probs)

@@ -5,7 +5,8 @@
     load_items(memes_dir, features, split, inputs)
                                              what a model's `collate` receives: id/text/label plus, per input
                                              name, the cached feature rows ("clip", "grid", "regions") or
-                                             the decoded image ("image")
+                                             the decoded image ("image"), the fine-grained targets
+                                             ("fine_grained", hatememes.data.fine_grained)
 
 Labels are -1 where the split has none (the test files of some copies).
 """
@@ -24,6 +25,7 @@ from hatememes.features.store import load_split
 FEATURE_TENSORS = {"clip": {"clip_image": "image", "clip_text": "text"}, "grid": {"grid": "grid"},
                    "regions": {"regions": "regions", "boxes": "boxes"},
                    "lmm": {"lmm": "hidden"}}  # a fine-tuned LMM's last-token hidden state (hatememes.features.lmm)
+NOT_FEATURES = ("image", "fine_grained")  # inputs that are no cached features: read from data/memes
 # item key -> stored tensor, given to the items when the features hold it (features.clip.pooled)
 OPTIONAL_TENSORS = {"clip": {"clip_image_pooled": "image_pooled", "clip_text_pooled": "text_pooled"}}
 
@@ -68,8 +70,10 @@ def load_items(memes_dir: Path, features_dirs: dict[str, Path], split: str, inpu
     """A split's items for a model with these `inputs`; `features_dirs` maps extractor -> its folder."""
     memes = read_split(memes_dir, split)
     features = {}
+    if "fine_grained" in inputs:
+        features["fine_grained"] = fine_grained_rows(memes_dir, split, memes)
     for name in inputs:
-        if name == "image":
+        if name in NOT_FEATURES:
             continue
         if name not in FEATURE_TENSORS:
             raise KeyError(f"unknown model input {name!r}; valid: image, {', '.join(FEATURE_TENSORS)}")
@@ -78,6 +82,21 @@ def load_items(memes_dir: Path, features_dirs: dict[str, Path], split: str, inpu
         tensors = load_split(features_dirs[name], split, memes_dir)
         features.update(feature_items(name, tensors))
     return MemeItems(memes_dir, memes, features, with_images="image" in inputs)
+
+
+def feature_inputs(inputs: Sequence[str]) -> list[str]:
+    """The inputs of a model that are cached features (data/features/<name>)."""
+    return [name for name in inputs if name not in NOT_FEATURES]
+
+
+def fine_grained_rows(memes_dir: Path, split: str, memes: list[Meme]) -> torch.Tensor:
+    """(N, NUM_FINE) multi-hot fine-grained targets of the memes, a row of NaN where a meme has none (the test
+    splits, or memes the annotations do not cover)."""
+    from hatememes.data.fine_grained import NUM_FINE, multi_hot, read_fine_labels
+
+    labels = read_fine_labels(memes_dir, split) or {}
+    missing = [float("nan")] * NUM_FINE
+    return torch.tensor([multi_hot(labels[m.id]) if m.id in labels else missing for m in memes], dtype=torch.float32)
 
 
 class MemeDataset(MemeItems):

@@ -2,6 +2,8 @@
 
 Every source ends as a `RawSplits`: per official split name, the parsed lines of its jsonl and the folder
 the `img` paths are relative to. `fetch()` validates them all and writes `data/memes/` + manifest.json.
+With `fetch.fine_grained` (or the synthetic source, whose world writes its own), the WOAH 2021 fine-grained
+annotations are validated against the accepted memes and written to `data/memes/fine_grained/`.
 
 Layouts recognised in a folder (or one level below it, as the zip unpacks to `hateful_memes/`):
     official   train.jsonl, dev_seen.jsonl, ... + img/
@@ -21,6 +23,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from hatememes.data.fine_grained import (
+    FINE_SPLITS,
+    FOLDER,
+    AnnotationCheck,
+    annotation_file,
+    validate_annotations,
+    write_annotations,
+)
 from hatememes.data.memes import (
     SPLITS,
     BadRecordsError,
@@ -61,6 +71,13 @@ class RawSplits:
     files: dict[str, str]  # split -> the file name shown in messages
     info: dict = field(default_factory=dict)
     oracles: dict = field(default_factory=dict)  # synthetic only: unimodal and pair oracle AUROCs per split
+
+
+@dataclass
+class RawAnnotations:
+    source: str  # the folder, or "synthetic"
+    rows: dict[str, list[tuple[int, dict | str]]]  # split -> (line, parsed record or parse error)
+    files: dict[str, str]  # split -> the file name shown in messages
 
 
 class UnsafeArchiveError(ValueError):
@@ -228,20 +245,51 @@ def named_inside(raw: RawSplits, folder: Path, name: str) -> RawSplits:
     return raw
 
 
+def read_annotations(params: FetchParams, staging: Path) -> RawAnnotations | None:
+    """The fine-grained annotation files of FINE_SPLITS, or None when there are none to fetch."""
+    if params.source == "synthetic":
+        folder = staging / "synthetic" / FOLDER
+    elif params.fine_grained:
+        folder = Path(params.fine_grained)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: fetch.fine_grained names no folder (the fine-grained annotations)")
+    else:
+        return None
+    files = {split: annotation_file(folder, split) for split in FINE_SPLITS}
+    names = {split: f"synthetic:{FOLDER}/{path.name}" if params.source == "synthetic" else str(path)
+             for split, path in files.items()}
+    rows = {split: read_jsonl_rows(path) for split, path in files.items()}
+    return RawAnnotations("synthetic" if params.source == "synthetic" else params.fine_grained, rows, names)
+
+
+def validate_fine_grained(annotations: RawAnnotations, checks: dict[str, SplitCheck]) -> dict[str, AnnotationCheck]:
+    """Check each split's annotations against the memes accepted in that split."""
+    empty = SplitCheck(file="")
+    return {split: validate_annotations(split, annotations.files[split], annotations.rows[split],
+                                        checks.get(split, empty).accepted,
+                                        {r.id for r in checks.get(split, empty).rejected})
+            for split in FINE_SPLITS}
+
+
 def fetch(params: FetchParams, out: Path) -> dict:
     """Read the source, validate every record, write `out/` (official layout) and `out/manifest.json`.
 
     `out` appears only when complete: it is built under a temporary name beside it, then renamed."""
+    if params.source == "synthetic" and params.fine_grained:
+        raise ValueError(f"fetch.fine_grained is {params.fine_grained!r}, but the synthetic source writes its own "
+                         "fine-grained annotations: leave it empty")
     out = Path(out)
     staging = out.with_name(f".{out.name}.partial")  # one fixed name: a killed run's leftovers go on the rerun
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         raw = read_source(params, staging)
+        annotations = read_annotations(params, staging)
         seen: dict[int, FirstSeen] = {}
         checks = {split: validate_split(split, raw.files[split], raw.rows[split], raw.image_root, seen)
                   for split in SPLITS if split in raw.rows}
-        rejected = [r for check in checks.values() for r in check.rejected]
+        fine = validate_fine_grained(annotations, checks) if annotations else {}
+        rejected = [r for check in (*checks.values(), *fine.values()) for r in check.rejected]
         if rejected and params.on_bad_record == "error":
             raise BadRecordsError(rejected)
         building = staging / "memes"
@@ -257,6 +305,10 @@ def fetch(params: FetchParams, out: Path) -> dict:
         }
         if raw.oracles:
             manifest["oracles"] = raw.oracles
+        if annotations:
+            manifest["fine_grained"] = {"source": annotations.source, "splits": {
+                split: write_annotations(building, split, check, checks[split].accepted if split in checks else [])
+                for split, check in fine.items()}}
         write_json(building / "manifest.json", manifest)
         if out.exists():
             shutil.rmtree(out)

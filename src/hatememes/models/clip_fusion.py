@@ -13,13 +13,15 @@ Cross-modal Interaction of CLIP Features"), on cached CLIP outputs, as the autho
 
 `drop_probs` are the authors' three (map, fusion, pre-output). Their run.sh trains it with AdamW at a
 constant lr 1e-4, weight decay 1e-4 and gradient clipping 0.1 (main.py's defaults), keeping the epoch with
-the best dev_seen AUROC; the full profile's params name the file each number comes from.
+the best dev_seen AUROC; the full profile's params name the file each number comes from. With
+`fine_grained.enabled`, a linear head on the same pre-output features gives the WOAH 2021 labels
+(hatememes.models.fine_grained_head).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +31,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hatememes.models import BuildContext
+from hatememes.models.fine_grained_head import (
+    NUM_FINE,
+    FineGrainedConfig,
+    fine_grained_config,
+    fine_outputs,
+    fine_targets,
+    model_inputs,
+)
 
 EMBEDDINGS = {"projected": ("clip_image", "clip_text"), "pooled": ("clip_image_pooled", "clip_text_pooled")}
 
@@ -44,6 +54,10 @@ class ClipFusionConfig:
     embeddings: Literal["projected", "pooled"] = "projected"  # which CLIP outputs of the clip features
     image_dim: int = 0  # filled from the clip features' meta.json at build time
     text_dim: int = 0
+    fine_grained: FineGrainedConfig = field(default_factory=FineGrainedConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fine_grained", fine_grained_config(self.fine_grained))  # from config.json
 
 
 def clip_input_dims(embeddings: str, context: BuildContext, key: str) -> dict[str, int]:
@@ -126,6 +140,8 @@ class ClipFusion(nn.Module):
         self.pre_output, width = hidden_layers(width, config.num_pre_output_layers, config.pre_output_dim, p_fusion,
                                                p_pre_output)
         self.classifier = nn.Linear(width, 1)
+        self.fine_head = nn.Linear(width, NUM_FINE) if config.fine_grained.enabled else None
+        self.inputs = model_inputs(self.inputs, config.fine_grained)
 
     @classmethod
     def build(cls, config: ClipFusionConfig, context: BuildContext) -> ClipFusion:
@@ -133,12 +149,20 @@ class ClipFusion(nn.Module):
         return cls(ClipFusionConfig(**{**asdict(config), **dims}))
 
     def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        return clip_batch(items, self.config.embeddings)
+        batch = clip_batch(items, self.config.embeddings)
+        if self.fine_head is not None:
+            batch["fine_grained"] = fine_targets(items)  # (B, NUM_FINE)
+        return batch
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Logits (B,); with the fine-grained head, the loop's dict with its logits (B, NUM_FINE) too."""
         image = F.normalize(self.image_projection(batch["image_features"]), dim=-1)  # (B, P)
         text = F.normalize(self.text_projection(batch["text_features"]), dim=-1)  # (B, P)
-        return self.classifier(self.pre_output(fuse(image, text, self.config.fusion))).squeeze(-1)  # (B,)
+        features = self.pre_output(fuse(image, text, self.config.fusion))  # (B, W)
+        logits = self.classifier(features).squeeze(-1)  # (B,)
+        if self.fine_head is None:
+            return logits
+        return fine_outputs(logits, self.fine_head(features), batch, self.config.fine_grained, self.training)
 
     def save_pretrained(self, directory: Path) -> None:
         save_model(directory, self.config, self.state_dict())

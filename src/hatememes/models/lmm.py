@@ -34,7 +34,7 @@ import importlib.util
 import json
 import re
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -43,6 +43,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hatememes.models.fine_grained_head import (
+    NUM_FINE,
+    FineGrainedConfig,
+    fine_grained_config,
+    fine_outputs,
+    fine_targets,
+    model_inputs,
+)
 from hatememes.pretrained import loading
 
 if TYPE_CHECKING:  # imported where they are used: peft and transformers' model modules cost seconds a stage
@@ -62,6 +70,7 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 NOT_QUANTIZED = ("vision_tower", "multi_modal_projector", "visual", "vision_model", "connector", "lm_head")
 CONFIG_FILE = "lmm_classifier.json"
 HEAD_FILE = "classifier_head.safetensors"
+FINE_HEAD_FILE = "fine_grained_head.safetensors"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -92,9 +101,12 @@ class LMMLoRAConfig(LMMZeroShotConfig):
     classifier_head: bool = False
     head_loss_weight: float = 1.0  # its BCE (the loop's loss), with classifier_head
     lm_loss_weight: float = 1.0  # cross-entropy of the answer token ("Yes" / "No") over the vocabulary
+    # WOAH 2021 labels: a multi-label head on the same last-token hidden state (hatememes.models.fine_grained_head)
+    fine_grained: FineGrainedConfig = field(default_factory=FineGrainedConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "fine_grained", fine_grained_config(self.fine_grained))  # from its JSON
         if min(self.head_loss_weight, self.lm_loss_weight) < 0:
             raise ValueError(f"head_loss_weight {self.head_loss_weight} and lm_loss_weight {self.lm_loss_weight} "
                              f"must be >= 0")
@@ -440,7 +452,10 @@ class LMMLoRA(nn.Module):
         self.config, self.model, self.processor = config, model, processor
         processor.tokenizer.padding_side = "left"
         self.answer_ids = answer_token_ids(processor, config.base)
-        self.head = nn.Linear(model.config.get_text_config().hidden_size, 1) if config.classifier_head else None
+        hidden_size = model.config.get_text_config().hidden_size
+        self.head = nn.Linear(hidden_size, 1) if config.classifier_head else None
+        self.fine_head = nn.Linear(hidden_size, NUM_FINE) if config.fine_grained.enabled else None
+        self.inputs = model_inputs(self.inputs, config.fine_grained)
 
     @classmethod
     def build(cls, config: LMMLoRAConfig, context=None) -> LMMLoRA:
@@ -450,7 +465,10 @@ class LMMLoRA(nn.Module):
         return cls(config, model, processor)
 
     def collate(self, items: list[dict]) -> dict:
-        return collate_prompts(self.processor, self.config, items)
+        batch = collate_prompts(self.processor, self.config, items)
+        if self.fine_head is not None:
+            batch["fine_grained"] = fine_targets(items)  # (B, NUM_FINE)
+        return batch
 
     def embed(self, batch: dict) -> torch.Tensor:
         """The final hidden state at the last prompt position (B, H): what the classifier head reads, and the
@@ -460,29 +478,40 @@ class LMMLoRA(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor | dict[str, torch.Tensor]:
         """logit_yes - logit_no (B,); with the classifier head, its logit (B,), and in training the loop's
         output dict: the head's logit, the weighted cross-entropy of the answer token (`aux_loss`) and the
-        head's loss weight."""
-        if self.head is None:
+        head's loss weight. With the fine-grained head, its logits (B, NUM_FINE) beside them, and its loss in
+        `aux_loss`."""
+        if self.head is None and self.fine_head is None:
             return yes_no_logits(self.model, batch, self.answer_ids)  # (B,)
         vocabulary, hidden = last_position(self.model, batch, hidden=True)  # (B, V), (B, H)
-        logits = self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)  # (B,)
+        if self.head is None:
+            logits, extra = vocabulary[:, self.answer_ids[0]] - vocabulary[:, self.answer_ids[1]], {}  # (B,)
+        else:
+            logits = self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)  # (B,)
+            extra = {"loss_weight": self.config.head_loss_weight} if self.training else {}
+        aux_loss = 0.0
+        if self.head is not None and self.training:
+            answers = torch.where(batch["labels"] > 0.5, self.answer_ids[0], self.answer_ids[1])  # (B,) Yes / No
+            aux_loss = self.config.lm_loss_weight * F.cross_entropy(vocabulary, answers)
+        if self.fine_head is not None:
+            fine_logits = self.fine_head(hidden.to(self.fine_head.weight.dtype))  # (B, NUM_FINE)
+            return fine_outputs(logits, fine_logits, batch, self.config.fine_grained, self.training, aux_loss,
+                                **extra)
         if not self.training:
             return logits
-        answers = torch.where(batch["labels"] > 0.5, self.answer_ids[0], self.answer_ids[1])  # (B,) "Yes" / "No"
-        lm_loss = F.cross_entropy(vocabulary, answers)
-        return {"logits": logits, "aux_loss": self.config.lm_loss_weight * lm_loss,
-                "loss_weight": self.config.head_loss_weight}
+        return {"logits": logits, "aux_loss": aux_loss, **extra}
 
     def save_pretrained(self, directory: str | Path) -> None:
         """adapter_config.json + adapter_model.safetensors (peft), the processor, the config and, with
-        `classifier_head`, classifier_head.safetensors."""
+        `classifier_head`, classifier_head.safetensors (with the fine-grained head, fine_grained_head.safetensors)."""
         self.model.save_pretrained(directory)
         self.processor.save_pretrained(directory)
         write_config(directory, self.config)
-        if self.head is not None:
-            from safetensors.torch import save_file
+        from safetensors.torch import save_file
 
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
-                      str(Path(directory) / HEAD_FILE))
+        for head, name in ((self.head, HEAD_FILE), (self.fine_head, FINE_HEAD_FILE)):
+            if head is not None:
+                save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
+                          str(Path(directory) / name))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> LMMLoRA:
@@ -493,11 +522,12 @@ class LMMLoRA(nn.Module):
         base = load_base(config.base, config.dtype, config.quantization)
         model = PeftModel.from_pretrained(base, directory, is_trainable=False)
         classifier = cls(config, model, load_processor(directory, max_pixels=config.max_pixels))
-        if classifier.head is not None:
-            from safetensors.torch import load_file
+        from safetensors.torch import load_file
 
-            classifier.head.load_state_dict(load_file(str(Path(directory) / HEAD_FILE)))
-            classifier.head.to(base.device)
+        for head, name in ((classifier.head, HEAD_FILE), (classifier.fine_head, FINE_HEAD_FILE)):
+            if head is not None:
+                head.load_state_dict(load_file(str(Path(directory) / name)))
+                head.to(base.device)
         return classifier
 
 

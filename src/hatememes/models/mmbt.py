@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -39,6 +39,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from hatememes.models.fine_grained_head import (
+    NUM_FINE,
+    FineGrainedConfig,
+    fine_grained_config,
+    fine_outputs,
+    fine_targets,
+    model_inputs,
+)
 from hatememes.pretrained import loading, resolve
 
 TEXT_MODEL = "train.mmbt.model.text_model"  # the param naming the BERT checkpoint, for load errors
@@ -59,6 +67,11 @@ class MMBTConfig:
     num_hidden_layers: int | None = None  # keep the checkpoint's first k layers; None: all (as published)
     pooling: Literal["cls", "mean"] = "cls"  # cls: BERT's pooler on [CLS], as MMF; mean: the mean final state
     freeze_word_embeddings: bool = False  # the word table stays as loaded (MMF fine-tunes it, as published)
+    fine_grained: FineGrainedConfig = field(default_factory=FineGrainedConfig)  # WOAH 2021 heads (MMF's are
+    # multi-label heads on the same pooled output)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fine_grained", fine_grained_config(self.fine_grained))  # from config.json
 
 
 def pool_grid(grid: torch.Tensor, num_tokens: int) -> torch.Tensor:
@@ -140,6 +153,9 @@ class MMBT(nn.Module):
         from transformers.models.bert.modeling_bert import BertPredictionHeadTransform  # seconds to import
 
         self.classifier = nn.Sequential(BertPredictionHeadTransform(bert.config), nn.Linear(hidden_size, 1))  # MMF's
+        self.fine_head = nn.Sequential(BertPredictionHeadTransform(bert.config), nn.Linear(hidden_size, NUM_FINE)) \
+            if config.fine_grained.enabled else None
+        self.inputs = model_inputs(self.inputs, config.fine_grained)
 
     @classmethod
     def build(cls, config: MMBTConfig, context) -> MMBT:
@@ -168,6 +184,7 @@ class MMBT(nn.Module):
             "image_features": image_features,
             "ids": torch.tensor([item["id"] for item in items], dtype=torch.long),  # (B,)
             "labels": torch.tensor([float(item["label"]) for item in items]),  # (B,)
+            **({"fine_grained": fine_targets(items)} if self.fine_head is not None else {}),  # (B, NUM_FINE)
         }
 
     def sequence(self, batch: dict) -> dict:
@@ -197,7 +214,8 @@ class MMBT(nn.Module):
             "position_ids": position_ids,  # (B, S)
         }
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Logits (B,); with the fine-grained heads, the loop's dict with their logits (B, NUM_FINE) too."""
         sequence = self.sequence(batch)
         outputs = self.bert(**sequence)
         if self.config.pooling == "cls":
@@ -205,7 +223,11 @@ class MMBT(nn.Module):
         else:
             mask = sequence["attention_mask"].unsqueeze(-1).to(outputs.last_hidden_state.dtype)  # (B, S, 1)
             pooled = (outputs.last_hidden_state * mask).sum(1) / mask.sum(1)  # (B, H): mean over the tokens
-        return self.classifier(self.dropout(pooled)).squeeze(-1)  # (B,) logits
+        pooled = self.dropout(pooled)
+        logits = self.classifier(pooled).squeeze(-1)  # (B,)
+        if self.fine_head is None:
+            return logits
+        return fine_outputs(logits, self.fine_head(pooled), batch, self.config.fine_grained, self.training)
 
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)

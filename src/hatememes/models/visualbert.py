@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +34,14 @@ import transformers
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from hatememes.models.fine_grained_head import (
+    NUM_FINE,
+    FineGrainedConfig,
+    fine_grained_config,
+    fine_outputs,
+    fine_targets,
+    model_inputs,
+)
 from hatememes.pretrained import loading, resolve
 
 INIT, TOKENIZER = "train.visualbert.model.init", "train.visualbert.model.tokenizer"  # params, for load errors
@@ -61,6 +69,11 @@ class VisualBertConfig:
     num_regions: int | None = None  # the first K boxes; None: all of them
     pooling: Literal["cls", "mean"] = "cls"  # cls: the pooler on [CLS], as MMF; mean: the mean final state
     freeze_word_embeddings: bool = False  # the word table stays as loaded (MMF fine-tunes it, as published)
+    fine_grained: FineGrainedConfig = field(default_factory=FineGrainedConfig)  # WOAH 2021 heads (MMF's are
+    # multi-label heads on the same pooled output)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fine_grained", fine_grained_config(self.fine_grained))  # from config.json
 
 
 def kept_layers(config: VisualBertConfig, available: int) -> dict:
@@ -143,6 +156,9 @@ class VisualBert(nn.Module):
         from transformers.models.bert.modeling_bert import BertPredictionHeadTransform  # seconds to import
 
         self.classifier = nn.Sequential(BertPredictionHeadTransform(encoder.config), nn.Linear(hidden_size, 1))
+        self.fine_head = nn.Sequential(BertPredictionHeadTransform(encoder.config), nn.Linear(hidden_size, NUM_FINE)) \
+            if config.fine_grained.enabled else None
+        self.inputs = model_inputs(self.inputs, config.fine_grained)
         self.loaded_keys: list[str] = []
         self.new_keys: list[str] = []
 
@@ -187,9 +203,11 @@ class VisualBert(nn.Module):
             "visual_token_type_ids": torch.ones(visual_shape, dtype=torch.long),  # (B, K)
             "ids": torch.tensor([item["id"] for item in items], dtype=torch.long),  # (B,)
             "labels": torch.tensor([float(item["label"]) for item in items]),  # (B,)
+            **({"fine_grained": fine_targets(items)} if self.fine_head is not None else {}),  # (B, NUM_FINE)
         }
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Logits (B,); with the fine-grained heads, the loop's dict with their logits (B, NUM_FINE) too."""
         regions = torch.cat([batch["regions"], batch["boxes"]], dim=-1)  # (B, K, D+6)
         visual_embeds = self.region_norm(self.region_projection(regions))  # (B, K, V)
         outputs = self.encoder(
@@ -206,7 +224,11 @@ class VisualBert(nn.Module):
             mask = torch.cat([batch["attention_mask"], batch["visual_attention_mask"]], dim=1)  # (B, T+K)
             mask = mask.unsqueeze(-1).to(outputs.last_hidden_state.dtype)  # (B, T+K, 1)
             pooled = (outputs.last_hidden_state * mask).sum(1) / mask.sum(1)  # (B, H): mean over the tokens
-        return self.classifier(self.dropout(pooled)).squeeze(-1)  # (B,) logits
+        pooled = self.dropout(pooled)
+        logits = self.classifier(pooled).squeeze(-1)  # (B,)
+        if self.fine_head is None:
+            return logits
+        return fine_outputs(logits, self.fine_head(pooled), batch, self.config.fine_grained, self.training)
 
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
