@@ -5,7 +5,10 @@
 
 Reads predictions/<split>.csv (id,proba,label), which the train@MODEL stage scored, checks that each split's
 memes are there exactly once, and writes metrics.json (AUROC + bootstrap CI, accuracy and F1 at the
-dev-chosen threshold and at 0.5, n) and roc/<split>.csv. numpy only: no model, no torch.
+dev-chosen threshold and at 0.5, n) and roc/<split>.csv; and fine_grained.json: where data/memes has the
+WOAH 2021 fine-grained labels, the shared task's scores (its scorer's hate micro-AUROC for every model, and
+protected category / attack type for a model with fine-grained heads) and hate AUROC per protected
+category (hatememes.shared_task). No model, no torch.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from pathlib import Path
 from hatememes import params as P
 from hatememes.data.memes import read_split
 from hatememes.evaluation import EvaluateParams, read_predictions_folder, read_seed_folders, write_evaluation
-from hatememes.files import read_json, report_write_error
+from hatememes.files import read_json, report_write_error, write_json
+from hatememes.shared_task import evaluate_fine_grained
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +48,9 @@ def evaluate(params: dict, memes: Path, predictions_dir: Path, out: Path) -> dic
     expected = {split: [meme.id for meme in read_split(memes, split)] for split in splits}
     predictions = read_predictions_folder(predictions_dir, splits, expected)
     seeds = read_seed_folders(predictions_dir, splits, expected)
-    return write_evaluation(out, predictions, dev_split, config, seeds)
+    metrics = write_evaluation(out, predictions, dev_split, config, seeds)
+    write_json(out / "fine_grained.json", evaluate_fine_grained(memes, predictions_dir))
+    return metrics
 
 
 if __name__ == "__main__":

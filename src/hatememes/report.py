@@ -14,6 +14,9 @@ model, the models it beats by DeLong test with Holm's correction, the unimodal m
 of every model's AUROC coloured by family (`ReportParams.families`). Tables follow, sorted by the headline
 AUROC and grouped by family.
 Published numbers sit beside the model of this run that reproduces each (REPRODUCES), with how ours differs.
+Where data/memes has the WOAH 2021 fine-grained labels, a section scores every model as that shared task does
+(hatememes.shared_task): its hate AUROC per protected category on dev_unseen, and the task's scores beside its
+published baseline.
 Figures are drawn on matplotlib `Figure` objects with the Agg canvas (no pyplot, no global backend).
 """
 
@@ -45,6 +48,7 @@ from hatememes.metrics import (
     read_predictions,
     roc_points,
 )
+from hatememes.shared_task import CATEGORIES, evaluate_fine_grained
 
 TITLE = "hatememes: model comparison"
 MISSING = "—"
@@ -657,7 +661,7 @@ def grouped_order(names: list[str], auroc: dict[str, float], families: dict[str,
 # ----- the summary
 
 
-def summarise(runs: list[ModelRun], params: ReportParams, memes_dir: Path, record: dict) -> dict:
+def summarise(runs: list[ModelRun], params: ReportParams, memes_dir: Path, record: dict, fine_grained: dict) -> dict:
     splits = {split: compare_split(runs, split) for split in SPLITS if any(split in r.predictions for r in runs)}
     families = {r.name: params.families.get(r.name, OTHER) for r in runs}
     galleries = {}
@@ -673,7 +677,7 @@ def summarise(runs: list[ModelRun], params: ReportParams, memes_dir: Path, recor
         "metrics_source": {r.name: r.metrics_source for r in runs},
         "published": published_beside_ours(runs, splits, record["params"]), "galleries": galleries,
         "extras": {r.name: [str(p) for p in r.extras] for r in runs if r.extras},
-        "provenance": record, "report_params": report_params_record(params),
+        "fine_grained": fine_grained, "provenance": record, "report_params": report_params_record(params),
     }
 
 
@@ -898,6 +902,128 @@ def published_caveat(summary: dict) -> str:
                 f"how close it comes to the paper.")
     return (f"{papers} This run read the {source} data: the 'ours' column is our reproduction, one seed, and "
             f"'how ours differs' lists where our setup departs from the published one.")
+
+
+# ----- the WOAH 2021 fine-grained labels (hatememes.shared_task)
+
+FINE_GRAINED_TITLE = "Fine-grained labels (WOAH 2021)"
+CATEGORY_SPLIT = "dev_unseen"  # per-group results: the test splits have no fine-grained labels
+WEAKEST_SHOWN = 2  # each model's lowest categories named in the per-category table
+WOAH_SOURCE = ("WOAH 2021 shared task, facebookresearch/fine_grained_hateful_memes README: its 'independent' "
+               "baseline scored by its scripts/scorer.py")
+WOAH_BASELINE = {"model": "published baseline (independent)", "split": "dev_seen", "source": WOAH_SOURCE,
+                 "hate": {"roc_auc": 0.7032, "f1_micro": 0.6468}, "pc": {"roc_auc": 0.8512, "f1_micro": 0.6210},
+                 "attack": {"roc_auc": 0.8709, "f1_micro": 0.6128}}
+NO_FINE_GRAINED = ("This run's memes have no fine-grained labels: to add them, set params `fetch.fine_grained` to "
+                   "the folder of the shared task's annotations (its data/annotations/) and rerun fetch.")
+TEST_SPLITS_NOTE = ("The test splits have no fine-grained labels, so per-group results are on dev_unseen (early "
+                    "stopping reads dev_seen).")
+SHARED_TASK_NOTE = ("Scored as the shared task's scripts/scorer.py: per task, the micro-averaged AUROC and F1 (scores "
+                    "> 0.5) over the classes that are some meme's first gold label. hate (scorer) is the micro AUROC "
+                    "over the two columns not_hateful = 1 − P(hateful) and hateful = P(hateful), not the binary AUROC "
+                    "of the tables above. pc and attack need a model with fine-grained heads "
+                    "(predictions/fine_grained/<split>.jsonl); — for the others.")
+BASELINE_NOTE = ("The last row is not a model of this run: it is the shared task's published baseline on dev_seen "
+                 f"({WOAH_SOURCE}). Its hate score is the scorer's micro-AUROC over the two binarised columns "
+                 "not_hateful and hateful, so compare it with our 'hate roc_auc (scorer)' column, not with our binary "
+                 "AUROC. Its predictions file holds 504 rows for dev_seen's 500 memes (four memes twice), and the "
+                 "scorer counts those twice.")
+
+
+def fine_grained_results(eval_dir: Path, memes_dir: Path, runs: list[ModelRun]) -> dict:
+    """Every model's `evaluate_fine_grained` on eval/<name>/predictions/, with the task's published baseline."""
+    models = {run.name: evaluate_fine_grained(memes_dir, Path(eval_dir) / run.name / "predictions") for run in runs}
+    first = next(iter(models.values()))
+    return {"annotations": first["annotations"], "note": first["note"], "models": models, "published": WOAH_BASELINE}
+
+
+def category_rows(summary: dict) -> tuple[list[str], list[list[str]]] | None:
+    """Each model's hate AUROC per protected category on CATEGORY_SPLIT and its weakest categories; None
+    when that split has no fine-grained labels."""
+    models = summary["fine_grained"]["models"]
+    entries = {name: models[name]["splits"].get(CATEGORY_SPLIT) for name in table_order(summary)}
+    if not any(entries.values()):
+        return None
+    counts = next(entry for entry in entries.values() if entry)["per_category"]
+    header = ["model"] + [f"{c} (n={counts[c]['n_hateful']})" for c in CATEGORIES] + ["weakest (lowest first)"]
+    rows = []
+    for name, entry in entries.items():
+        if entry is None:
+            rows.append([name] + [MISSING] * (len(CATEGORIES) + 1))
+            continue
+        per_category = entry["per_category"]
+        weakest = ", ".join(f"{c} {per_category[c]['auroc']:.3f}" for c in entry["weakest"][:WEAKEST_SHOWN])
+        rows.append([name] + [fmt(per_category[c]["auroc"]) for c in CATEGORIES] + [weakest or MISSING])
+    return header, rows
+
+
+def category_caption(summary: dict) -> str:
+    entry = next(m["splits"][CATEGORY_SPLIT] for m in summary["fine_grained"]["models"].values()
+                 if CATEGORY_SPLIT in m["splits"])
+    n_benign = next(iter(entry["per_category"].values()))["n_benign"]
+    return (f"Hate AUROC of P(hateful) on {CATEGORY_SPLIT} per protected category: the category's hateful memes "
+            f"(n in the header; a meme that attacks two categories counts in both) against all {n_benign} benign "
+            f"memes; — where a category has no hateful meme. The last column names each model's "
+            f"{WEAKEST_SHOWN} lowest categories.")
+
+
+def shared_task_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """The shared task's scores of every model on each annotated dev split, then its published baseline."""
+    header = ["model", "split", "hate roc_auc (scorer)", "hate f1_micro", "pc roc_auc", "pc f1_micro",
+              "attack roc_auc", "attack f1_micro"]
+    models = summary["fine_grained"]["models"]
+    rows = [[name, split] + task_cells(entry["shared_task"])
+            for name in table_order(summary) for split, entry in models[name]["splits"].items()]
+    published = summary["fine_grained"]["published"]
+    return header, rows + [[published["model"], published["split"]] + task_cells(published)]
+
+
+def task_cells(scores: dict) -> list[str]:
+    """roc_auc and f1_micro of hate, pc and attack, 4 digits as the task's README prints them."""
+    return [fmt((scores[task] or {}).get(key), 4)
+            for task in ("hate", "pc", "attack") for key in ("roc_auc", "f1_micro")]
+
+
+def shared_task_intro(summary: dict) -> str:
+    """SHARED_TASK_NOTE, after the number of annotated memes per split (and the demo's caveat)."""
+    sizes = {split: entry["shared_task"]["hate"]["n"]
+             for model in summary["fine_grained"]["models"].values() for split, entry in model["splits"].items()}
+    text = "Annotated memes: " + ", ".join(f"{split} {n}" for split, n in sizes.items()) + ". " + SHARED_TASK_NOTE
+    if summary["provenance"]["params"].get("fetch", {}).get("source") == "synthetic":
+        text += " This run is the demo: its labels are the synthetic world's, so the published row is no yardstick."
+    return text
+
+
+def fine_grained_blocks(summary: dict) -> list[tuple[str, str | tuple]]:
+    """The section as ("text", sentence), ("heading", title) and ("table", (header, rows, id)) blocks, which
+    the markdown and the HTML render each their own way."""
+    if not summary["fine_grained"]["annotations"]:
+        return [("text", NO_FINE_GRAINED)]
+    blocks = [("text", TEST_SPLITS_NOTE)]
+    categories = category_rows(summary)
+    if categories is not None:
+        blocks += [("heading", f"Hate AUROC per protected category, {CATEGORY_SPLIT}"),
+                   ("text", category_caption(summary)), ("table", (*categories, "fine-grained-categories"))]
+    return blocks + [("heading", "The shared task's scores"), ("text", shared_task_intro(summary)),
+                     ("table", (*shared_task_rows(summary), "shared-task")), ("text", BASELINE_NOTE)]
+
+
+def fine_grained_markdown(summary: dict) -> list[str]:
+    parts = []
+    for kind, content in fine_grained_blocks(summary):
+        if kind == "table":
+            parts += [md_table(*content[:2]), ""]
+        else:
+            parts += [f"### {content}" if kind == "heading" else content, ""]
+    return parts
+
+
+def fine_grained_html(summary: dict) -> list[str]:
+    render = {"heading": lambda text: f"<h3>{html.escape(text)}</h3>", "text": lambda text: f"<p>{html_text(text)}</p>",
+              "table": lambda table: html_table(*table)}
+    return [render[kind](content) for kind, content in fine_grained_blocks(summary)]
+
+
 DELONG_NOTE = ("★ marks the best AUROC of each split. DeLong p: two-sided DeLong test (fast algorithm of Sun & "
                "Xu 2014) of each model's AUROC against the best model's, on the memes both scored; Holm p: "
                "the same p-values adjusted by Holm's step-down method over the split's comparisons. Rows are "
@@ -968,6 +1094,7 @@ def render_markdown(summary: dict, lead: tuple[str, Path] | None, figures: list[
         parts += ["## Planned comparisons", "", PAIRS_NOTE, "", md_table(*pair_rows(summary)), ""]
     parts += ["## Published numbers beside ours", "", published_caveat(summary), "",
               md_table(*published_rows(summary)), ""]
+    parts += [f"## {FINE_GRAINED_TITLE}", "", *fine_grained_markdown(summary)]
     parts += ["## Figures", ""] + [f"![{c}]({os.path.relpath(p, out_dir)})\n" for c, p in figures]
     for split, gallery in summary["galleries"].items():
         rows = [[c["kind"], str(c["id"]), f"{c['proba']:.3f}", str(c["label"]), c["text"]] for c in gallery["cases"]]
@@ -1089,6 +1216,7 @@ def render_html(summary: dict, lead: tuple[str, Path] | None, figures: list[tupl
     body += ["<h2 id=\"published\">Published numbers beside ours</h2>",
              f"<p class=\"caveat\">{html.escape(published_caveat(summary))}</p>",
              html_table(*published_rows(summary), "published")]
+    body += [f"<h2 id=\"fine-grained\">{html.escape(FINE_GRAINED_TITLE)}</h2>", *fine_grained_html(summary)]
     body += ["<h2 id=\"figures\">Figures</h2>"] + [html_figure(c, p) for c, p in figures]
     for split, gallery in summary["galleries"].items():
         body += [f"<h2>Error gallery: {html.escape(gallery['model'])} on {split}</h2>",
@@ -1117,7 +1245,7 @@ def build_report(eval_dir: Path, memes_dir: Path, out_dir: Path, params: ReportP
     if not runs:
         raise FileNotFoundError(f"{eval_dir}: no eval/<model>/predictions/ folders to report")
     record = provenance(memes_dir, models_dir, [r.name for r in runs], resolved_params)
-    summary = summarise(runs, params, memes_dir, record)
+    summary = summarise(runs, params, memes_dir, record, fine_grained_results(eval_dir, memes_dir, runs))
     lead = write_headline_figure(summary, params, out_dir / "plots")
     figures = write_figures(runs, summary, params, out_dir / "plots")
     (out_dir / "report.md").write_text(render_markdown(summary, lead, figures, out_dir), encoding="utf-8")
