@@ -99,7 +99,8 @@ def items(count: int, seed: int = 0) -> list[dict]:
                      "clip_image": torch.randn(DIM, generator=generator),
                      "clip_text": torch.randn(DIM, generator=generator),
                      "grid": torch.randn(DIM, 3, 3, generator=generator),
-                     "regions": torch.randn(3, DIM, generator=generator), "boxes": torch.rand(3, 6, generator=generator),
+                     "regions": torch.randn(3, DIM, generator=generator),
+                     "boxes": torch.rand(3, 6, generator=generator),
                      "image": Image.fromarray(np.full((32, 32, 3), 40 * k, dtype=np.uint8)),
                      "fine_grained": fine if k < count - 1 else torch.full((NUM_FINE,), float("nan"))})
     return rows
