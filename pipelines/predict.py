@@ -7,7 +7,9 @@
 A batch (`--input`: a JSON-lines file of {"id", "img", "text"}, `img` relative to the file or absolute,
 `id` optional; or a folder whose every `*.jsonl` is read that way) gives one line of JSON per meme: `id`,
 `proba` = P(hateful), `label` at the model's dev threshold (from `eval/<model>/metrics.json`, as the
-evaluate stage chose it on the dev split; `--threshold` sets one) and `model`; a folder adds `split`.
+evaluate stage chose it on the dev split; `--threshold` sets one) and `model`; a folder adds `split`; a
+model with fine-grained heads adds `pred_pc` and `pred_attack` ({label: probability}, as the WOAH 2021 shared
+task's submissions).
 Every record is checked as the fetch stage checks it: bad ones are listed with their file, line and id,
 and nothing is scored.
 
@@ -107,13 +109,15 @@ def dev_threshold(model_dir: Path, metrics_path: Path | None) -> float:
     return float(metrics[dev_split]["threshold"])
 
 
-def score_memes(model, extractors: dict, root: Path, memes: list, batch_size: int = 64) -> list[float]:
+def score_memes(model, extractors: dict, root: Path, memes: list, batch_size: int = 64) -> list[tuple[float, dict]]:
+    """(P(hateful), the fine-grained heads' pred_pc and pred_attack, or {}) of each meme."""
     from hatememes.data.readers import MemeItems
     from hatememes.inference import score
+    from hatememes.shared_task import fine_scores
 
     features = compute_features(extractors, root, memes)
-    _, probs, _ = score(model, MemeItems(root, memes, features, with_images="image" in model.inputs), batch_size)
-    return [float(prob) for prob in probs]
+    _, probs, fine = score(model, MemeItems(root, memes, features, with_images="image" in model.inputs), batch_size)
+    return [(float(prob), {} if fine is None else fine_scores(fine[row])) for row, prob in enumerate(probs)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,13 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     extractors = build_extractors(args.model, model.inputs)
     if args.image:
         meme = Meme(0, args.image.name, args.text)
-        print(f"{score_memes(model, extractors, args.image.parent, [meme], batch_size)[0]:.6f}")
+        print(f"{score_memes(model, extractors, args.image.parent, [meme], batch_size)[0][0]:.6f}")
         return 0
     lines = []
     for split, root, memes in batches:
-        probs = score_memes(model, extractors, root, memes, batch_size) if memes else []
-        for meme, proba in zip(memes, probs, strict=True):
-            line = {"id": meme.id, "proba": proba, "label": int(proba >= threshold), "model": name}
+        scored = score_memes(model, extractors, root, memes, batch_size) if memes else []
+        for meme, (proba, fine) in zip(memes, scored, strict=True):
+            line = {"id": meme.id, "proba": proba, "label": int(proba >= threshold), "model": name, **fine}
             lines.append(json.dumps(line | ({"split": split} if split else {})))
     text = "".join(line + "\n" for line in lines)
     if args.out:

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SIZES, write_lines, write_official
+from conftest import SIZES, annotation, write_annotations, write_lines, write_official
 from hatememes.data import synthetic as S
 from hatememes.data.fine_grained import (
     ATTACK_LABELS,
     FIELDS,
     FINE_SPLITS,
-    HATE_LABELS,
     PC_LABELS,
     FineLabels,
     fine_labels_path,
@@ -29,32 +28,6 @@ from test_fetch import corrupt, local
 ROOT = Path(__file__).parents[1]
 UNANNOTATED = (3, 8)  # a hateful meme of train, a benign one of dev_seen: no record in `annotated`
 SMALL = S.SyntheticConfig(seed=3, scale=0.0, image_size=32)  # K*K = 64 memes a split, as in test_synthetic
-
-
-def annotation(record: dict, split: str) -> dict:
-    """The shared task's record of a meme of `write_official`: hateful ones attack race (one annotator
-    abstains), and meme 5 is hateful with gold_attack attack_empty, as some are in the release."""
-    if record["label"] == 0:
-        fine = {"gold_pc": ["pc_empty"], "gold_attack": ["attack_empty"], "pc": "None", "attack": "None"}
-    elif record["id"] == 5:
-        fine = {"gold_pc": ["religion"], "gold_attack": ["attack_empty"], "pc": [["religion"], [], ["class"]],
-                "attack": [[], [], ["mocking"]]}
-    else:
-        fine = {"gold_pc": ["race", "sex"], "gold_attack": ["mocking"], "pc": [["race", "sex"], ["race"], []],
-                "attack": [["mocking"], ["mocking", "slurs"], []]}
-    return {"id": record["id"], "set_name": split, "img": record["img"], "text": record["text"],
-            "gold_hate": [HATE_LABELS[record["label"]]], **fine}
-
-
-def write_annotations(folder: Path, memes: dict[str, list[dict]], skip: tuple[int, ...] = ()) -> dict[str, list]:
-    """`folder/<split>.json` for FINE_SPLITS (dev_unseen as .jsonl), in reverse meme order, leaving out the ids
-    in `skip`; returns the records."""
-    records = {}
-    for split in FINE_SPLITS:
-        records[split] = [annotation(r, split) for r in reversed(memes[split]) if r["id"] not in skip]
-        name = f"{split}.jsonl" if split == "dev_unseen" else f"{split}.json"
-        write_lines(folder / name, [json.dumps(r) for r in records[split]])
-    return records
 
 
 @pytest.fixture

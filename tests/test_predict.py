@@ -26,6 +26,7 @@ import features as features_stage  # noqa: E402  (pipelines/ is on the path thro
 import predict as predict_stage  # noqa: E402
 from conftest import write_lines  # noqa: E402
 from hatememes.data.memes import BadRecordsError  # noqa: E402
+from hatememes.shared_task import read_submission  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -74,10 +75,16 @@ def test_a_folder_gives_one_json_line_per_meme_as_evaluate_scored_it(trained, ca
     threshold = dev_threshold(trained)
     manifest = json.loads((trained["memes"] / "manifest.json").read_text())
     assert len(lines) == sum(split["count"] for split in manifest["splits"].values())
+    submissions = {split: read_submission(predictions_of(trained["model"]) / "fine_grained" / f"{split}.jsonl")
+                   for split in manifest["splits"]}  # the demo's clip_fusion has fine-grained heads
     for line in lines:
-        assert set(line) == {"id", "proba", "label", "model", "split"} and line["model"] == "clip_fusion"
+        assert set(line) == {"id", "proba", "label", "model", "split", "pred_pc", "pred_attack"}
+        assert line["model"] == "clip_fusion"
         assert line["proba"] == pytest.approx(scored_by_evaluate(trained, line["split"])[line["id"]], abs=1e-6)
         assert line["label"] == int(line["proba"] >= threshold)
+        expected = submissions[line["split"]][line["id"]]
+        for task in ("pred_pc", "pred_attack"):
+            assert line[task] == pytest.approx(expected[task], abs=1e-6)
 
 
 def test_a_model_on_pooled_clip_outputs_predicts_as_evaluate_scored(tmp_path, capsys):

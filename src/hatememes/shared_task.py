@@ -108,11 +108,16 @@ def write_submission(path: Path, split: str, ids: Sequence[int], hate_probs: Seq
     lines = []
     for meme_id, p, row in zip(ids, hate_probs, fine_probs, strict=True):
         record = {"id": int(meme_id), "set_name": split,
-                  "pred_hate": {"not_hateful": 1 - float(p), "hateful": float(p)},
-                  "pred_pc": dict(zip(PC_LABELS, row[:len(PC_LABELS)].tolist(), strict=True)),
-                  "pred_attack": dict(zip(ATTACK_LABELS, row[len(PC_LABELS):].tolist(), strict=True))}
+                  "pred_hate": {"not_hateful": 1 - float(p), "hateful": float(p)}, **fine_scores(row)}
         lines.append(json.dumps(record) + "\n")
     write_text(path, "".join(lines))
+
+
+def fine_scores(row: np.ndarray) -> dict[str, dict[str, float]]:
+    """One meme's fine-grained probabilities (NUM_FINE,) as the submission's pred_pc and pred_attack."""
+    values = np.asarray(row, dtype=np.float64).tolist()
+    return {"pred_pc": dict(zip(PC_LABELS, values[:len(PC_LABELS)], strict=True)),
+            "pred_attack": dict(zip(ATTACK_LABELS, values[len(PC_LABELS):], strict=True))}
 
 
 def read_submission(path: Path) -> dict[int, dict]:

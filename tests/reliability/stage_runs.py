@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import evaluate as evaluate_stage  # noqa: E402
 import fetch as fetch_stage  # noqa: E402
 import train as train_stage  # noqa: E402
-from conftest import write_official  # noqa: E402
+from conftest import write_annotations, write_official  # noqa: E402
 from hatememes.data.memes import read_split  # noqa: E402
 from hatememes.features.store import save_split  # noqa: E402
 from hatememes.files import read_json  # noqa: E402
@@ -39,10 +39,11 @@ RANDOM_CLIP = ["--set", "features.clip.pretrained=''", "--set", "features.num_wo
 
 
 def fetched(root: Path, sizes: dict[str, int] = SIZES) -> Path:
-    """`root/raw` in the official layout, fetched by the real stage into `root/memes`."""
-    write_official(root / "raw", sizes)
+    """`root/raw` in the official layout with the WOAH 2021 annotations in `root/annotations` (the demo's
+    params train fine-grained heads), fetched by the real stage into `root/memes`."""
+    write_annotations(root / "annotations", write_official(root / "raw", sizes))
     code = fetch_stage.main(["--params", str(PARAMS), "--out", str(root / "memes"), "--source", "local",
-                             "--path", str(root / "raw")])
+                             "--path", str(root / "raw"), "--set", f"fetch.fine_grained={root / 'annotations'}"])
     assert code == 0
     return root / "memes"
 

@@ -349,8 +349,8 @@ CASES = [
          "{root}/features/clip/meta.json: not valid JSON (…)")),
     # -- params: named key, named file
     Case("params: unknown key", params_file(setting("fetch.colour", "red")), Raises(ParamsError,
-         "{root}/params.yaml: unknown key fetch.colour (valid keys: source, path, zip_sha256, on_bad_record, hub, "
-         "synthetic)")),
+         "{root}/params.yaml: unknown key fetch.colour (valid keys: source, path, zip_sha256, on_bad_record, "
+         "fine_grained, hub, synthetic)")),
     Case("params: value not among the choices", params_file(setting("fetch.on_bad_record", "ignore")), Raises(
          ParamsError, "{root}/params.yaml: fetch.on_bad_record must be one of 'error', 'skip', got 'ignore'")),
     Case("params: float for an integer", params_file(setting("fetch.synthetic.seed", 0.5)), Raises(ParamsError,

@@ -54,8 +54,9 @@ def seed_0(data, tmp_path_factory) -> dict[str, bytes]:
 def test_same_seed_gives_byte_identical_predictions_and_weights(data, seed_0, tmp_path):
     torch.manual_seed(1234)  # the global RNG state before the run must not matter
     again = train_and_evaluate(data, tmp_path)
-    assert sorted(again) == ["dev_seen.csv", "dev_unseen.csv", "model.safetensors", "test_seen.csv",
-                             "test_unseen.csv", "train.csv"]
+    splits = ["dev_seen", "dev_unseen", "test_seen", "test_unseen", "train"]
+    assert sorted(again) == sorted([f"{split}.csv" for split in splits] + ["model.safetensors"]
+                                   + [f"fine_grained/{split}.jsonl" for split in splits])  # the demo's heads
     assert again == seed_0
     probs = [line.split(",")[1] for line in again["test_unseen.csv"].decode().splitlines()[1:]]
     assert len(set(probs)) == len(probs)  # real, distinct scores: not a constant that would be equal anyway

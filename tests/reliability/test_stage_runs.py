@@ -25,6 +25,7 @@ from stage_runs import (
     train_args,
     train_main,
     tree_bytes,
+    write_annotations,
     write_official,
 )
 
@@ -37,7 +38,9 @@ KILLED = -signal.SIGKILL
 
 
 def fetch_args(archive: Path, out: Path) -> list[str]:
-    return ["--params", str(PARAMS), "--out", str(out), "--source", "zip", "--path", str(archive)]
+    """The zip, and the fine-grained annotations beside it (the demo's params train fine-grained heads)."""
+    return ["--params", str(PARAMS), "--out", str(out), "--source", "zip", "--path", str(archive),
+            "--set", f"fetch.fine_grained={archive.parent / 'annotations'}"]
 
 
 def features_args(memes: Path, out: Path) -> list[str]:
@@ -48,7 +51,7 @@ def features_args(memes: Path, out: Path) -> list[str]:
 def reference(tmp_path_factory) -> dict:
     """One uninterrupted run of fetch (zip) -> features clip -> train clip_fusion (and score) -> evaluate."""
     root = tmp_path_factory.mktemp("reference")
-    write_official(root / "raw", SIZES)
+    write_annotations(root / "annotations", write_official(root / "raw", SIZES))
     encrypted_zip(root / "hateful_memes.zip", root / "raw", PASSWORD.encode())
     archive, memes, features = root / "hateful_memes.zip", root / "memes", root / "features"
     model, evaluation = root / "models" / "clip_fusion", root / "eval" / "clip_fusion"
