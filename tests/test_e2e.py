@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-from e2e_bars import check_bars  # noqa: E402
+from e2e_bars import check_bars, check_fine_grained_bars  # noqa: E402
 from positive_controls import CONTROL_BAR, CONTROLS, control_auroc  # noqa: E402
 from repo_copy import ROOT, copy_repository, run  # noqa: E402
 
@@ -78,8 +78,9 @@ def test_every_model_meets_its_bar(repro):
     """The demo bars (tests/helpers/e2e_bars.py): models that should learn the pair rule reach their lower
     bound on test_unseen (read only to report; no setting was chosen on it), the ensemble keeps up with its
     best member, llava_lora beats its zero-shot base on every labelled split, models that should stay at
-    chance stay at or below 0.65; AUROC computed from each model's predictions file, metrics.json agreeing."""
-    assert check_bars(repro) == []
+    chance stay at or below 0.65; AUROC computed from each model's predictions file, metrics.json agreeing.
+    The fine-grained heads rank the world's protected categories and attack types on dev_unseen."""
+    assert check_bars(repro) + check_fine_grained_bars(repro) == []
 
 
 # llava_zeroshot's control was a known failure until session 13; it now passes with a margin: dev_seen /

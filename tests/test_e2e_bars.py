@@ -15,7 +15,15 @@ from sklearn.metrics import roc_auc_score
 from hatememes.metrics import Predictions, read_predictions, write_predictions
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-from e2e_bars import AT_CHANCE, LABELLED_SPLITS, LEARNERS, check_bars  # noqa: E402
+from e2e_bars import (  # noqa: E402
+    AT_CHANCE,
+    FINE_GRAINED,
+    FINE_GRAINED_SPLIT,
+    LABELLED_SPLITS,
+    LEARNERS,
+    check_bars,
+    check_fine_grained_bars,
+)
 
 MEMES_PER_SPLIT = 200
 MEMBERS = ["clip_fusion", "mmbt", "visualbert"]
@@ -120,3 +128,77 @@ def test_the_committed_demo_meets_every_bar(tmp_path):
     assert "rgcl test_unseen: AUROC 0.500 outside [0.900, 1.000]" in problems
     (tmp_path / "eval" / "lmm_lora" / "metrics.json").unlink()
     assert any(problem.startswith("lmm_lora: no metrics.json") for problem in check_committed_bars(tmp_path))
+
+
+def test_the_committed_demo_meets_every_fine_grained_bar(tmp_path):
+    """World 0's committed eval/<model>/fine_grained.json meets the fine-grained bars; a dead head is reported."""
+    import shutil
+
+    from e2e_bars import check_committed_fine_grained_bars
+
+    root = Path(__file__).parents[1]
+    assert check_committed_fine_grained_bars(root) == []
+    shutil.copytree(root / "eval", tmp_path / "eval")
+    path = tmp_path / "eval" / "mmbt" / "fine_grained.json"
+    result = json.loads(path.read_text())
+    result["splits"][FINE_GRAINED_SPLIT]["per_label"]["attack"]["macro"] = 0.5
+    path.write_text(json.dumps(result))
+    assert check_committed_fine_grained_bars(tmp_path) == [
+        f"mmbt fine-grained attack {FINE_GRAINED_SPLIT}: mean per-label AUROC 0.500 < {FINE_GRAINED['mmbt']:.3f}"]
+
+
+# ----- the fine-grained bars
+
+
+@pytest.fixture
+def fine_demo(tmp_path: Path) -> Path:
+    """data/memes/fine_grained/dev_unseen.jsonl and, for every model with fine-grained bars, predictions and a
+    submission whose scores rank every label well: every fine-grained bar holds."""
+    from hatememes.data.fine_grained import ATTACK_LABELS, HATE_LABELS, PC_LABELS, fine_labels_path
+    from hatememes.shared_task import write_submission
+
+    rng = np.random.default_rng(0)
+    ids = np.arange(MEMES_PER_SPLIT) + 1
+    labels = rng.permutation(ids % 2)
+    records = []
+    for meme_id, label in zip(ids, labels, strict=True):
+        pc = PC_LABELS[1 + meme_id % 5] if label else "pc_empty"
+        attack = ATTACK_LABELS[1 + meme_id % 7] if label else "attack_empty"
+        records.append({"id": int(meme_id), "gold_hate": [HATE_LABELS[label]], "gold_pc": [pc],
+                        "gold_attack": [attack]})
+    path = fine_labels_path(tmp_path / "data" / "memes", FINE_GRAINED_SPLIT)
+    path.parent.mkdir(parents=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    targets = np.array([[float(name in r["gold_pc"]) for name in PC_LABELS]
+                        + [float(name in r["gold_attack"]) for name in ATTACK_LABELS] for r in records])
+    for model in FINE_GRAINED:
+        folder = tmp_path / "eval" / model / "predictions"
+        probs = learnt_probs(labels, rng)
+        write_predictions(folder / f"{FINE_GRAINED_SPLIT}.csv", Predictions(ids, probs, labels))
+        write_submission(folder / "fine_grained" / f"{FINE_GRAINED_SPLIT}.jsonl", FINE_GRAINED_SPLIT, ids, probs,
+                         1 / (1 + np.exp(-4 * (targets + rng.normal(0.0, 0.35, targets.shape) - 0.5))))
+    return tmp_path
+
+
+def test_every_fine_grained_bar_holds_on_the_synthetic_demo(fine_demo):
+    assert check_fine_grained_bars(fine_demo) == []
+
+
+@pytest.mark.parametrize("tampering", ["constant", "priors", "shuffled", "no heads"])
+@pytest.mark.parametrize("model", FINE_GRAINED)
+def test_fine_grained_heads_that_learnt_nothing_are_reported(fine_demo, model, tampering):
+    from hatememes.shared_task import read_submission, write_submission
+
+    path = fine_demo / "eval" / model / "predictions" / "fine_grained" / f"{FINE_GRAINED_SPLIT}.jsonl"
+    if tampering == "no heads":
+        path.unlink()
+    else:
+        submission = read_submission(path)
+        fine = np.array([list(r["pred_pc"].values()) + list(r["pred_attack"].values()) for r in submission.values()])
+        rng = np.random.default_rng(1)
+        fine = {"constant": lambda: np.full_like(fine, 0.5), "shuffled": lambda: rng.permutation(fine),
+                "priors": lambda: np.broadcast_to(fine.mean(0), fine.shape)}[tampering]()
+        write_submission(path, FINE_GRAINED_SPLIT, list(submission),
+                         [r["pred_hate"]["hateful"] for r in submission.values()], fine)
+    problems = check_fine_grained_bars(fine_demo)
+    assert problems and all(p.startswith(f"{model} fine-grained") for p in problems), problems

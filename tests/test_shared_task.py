@@ -265,3 +265,21 @@ def test_a_meme_scored_twice_is_named(world):
     path.write_text("\n".join(lines + [lines[3]]) + "\n")
     with pytest.raises(ValueError, match=f"{path}: meme {lines[3].split(',')[0]} scored twice"):
         evaluate_fine_grained(memes, predictions)
+
+
+def test_per_label_auroc_is_each_columns_auroc_and_the_priors_score_one_half():
+    from hatememes.shared_task import per_label_auroc
+
+    rng = np.random.default_rng(0)
+    names = ("pc_empty", "race", "sex", "religion")
+    gold = [[names[k % 3]] + (["religion"] if k % 5 == 0 else []) for k in range(60)]
+    scores = [{name: float(rng.uniform()) + (0.5 if name in labels else 0.0) for name in names} for labels in gold]
+    result = per_label_auroc(gold, scores, names)
+    for name in names:
+        targets = [int(name in labels) for labels in gold]
+        assert result["auroc"][name] == pytest.approx(roc_auc_score(targets, [s[name] for s in scores]), abs=1e-12)
+    assert result["macro"] == pytest.approx(np.mean(list(result["auroc"].values())), abs=1e-12)
+    priors = {name: np.mean([name in labels for labels in gold]) for name in names}
+    assert per_label_auroc(gold, [priors] * len(gold), names)["macro"] == 0.5  # the scorer's micro rewards them
+    assert per_label_auroc(gold, [{"slurs": 0.1}] * len(gold), ("slurs",)) == {"auroc": {"slurs": None},
+                                                                                "macro": None}  # one class

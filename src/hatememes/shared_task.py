@@ -225,13 +225,32 @@ def evaluate_split(predictions_dir: Path, split: str, labels: dict[int, FineLabe
     ids = list(labels)
     hate_scores = [{"not_hateful": 1 - probs[i], "hateful": probs[i]} for i in ids]
     shared_task = {"hate": score_task([labels[i].gold_hate for i in ids], hate_scores), "pc": None, "attack": None}
+    per_label = None
     if heads:
         submission = read_split_submission(predictions_dir / FOLDER / f"{split}.jsonl", split, labels, probs)
-        shared_task["pc"] = score_task([labels[i].gold_pc for i in ids], [submission[i]["pred_pc"] for i in ids])
-        shared_task["attack"] = score_task([labels[i].gold_attack for i in ids],
-                                           [submission[i]["pred_attack"] for i in ids])
+        gold = {"pc": [labels[i].gold_pc for i in ids], "attack": [labels[i].gold_attack for i in ids]}
+        scores = {task: [submission[i][f"pred_{task}"] for i in ids] for task in gold}
+        shared_task.update({task: score_task(gold[task], scores[task]) for task in gold})
+        per_label = {task: per_label_auroc(gold[task], scores[task], TASK_LABELS[task]) for task in gold}
     per_category = per_category_auroc(ids, [probs[i] for i in ids], labels)
-    return {"shared_task": shared_task, "per_category": per_category, "weakest": weakest(per_category)}
+    return {"shared_task": shared_task, "per_label": per_label, "per_category": per_category,
+            "weakest": weakest(per_category)}
+
+
+TASK_LABELS = {"pc": PC_LABELS, "attack": ATTACK_LABELS}
+
+
+def per_label_auroc(gold: Sequence[Sequence[str]], scores: Sequence[Mapping[str, float]],
+                    names: tuple[str, ...]) -> dict:
+    """{"auroc": {label: AUROC of its column, None where one class}, "macro": their mean}: unlike the scorer's
+    micro-AUROC, which pools the columns and so rewards each label's frequency alone (the empty labels are
+    most memes'), a predictor of the class priors scores 0.5 here."""
+    per_label = {}
+    for name in names:
+        targets = np.array([name in labels for labels in gold], dtype=np.int64)
+        per_label[name] = auroc(targets, np.array([float(meme[name]) for meme in scores]))
+    defined = [value for value in per_label.values() if value is not None]
+    return {"auroc": per_label, "macro": float(np.mean(defined)) if defined else None}
 
 
 def by_id(path: Path, ids: list[int], values: list, labels: dict[int, FineLabels]) -> dict:

@@ -30,6 +30,12 @@ AT_CHANCE = ("clip_linear_image", "clip_linear_text", "course_cnn", "course_lstm
 CHANCE_BAR = 0.65
 ENSEMBLE_SLACK = 0.03  # below its best member; seed noise is 0.01-0.02
 RGCL_SLACK = 0.03  # rgcl below clip_fusion, on test_unseen
+# the fine-grained heads (the demo world's WOAH 2021 labels): lowest mean per-label AUROC of the protected
+# categories and of the attack types on dev_unseen (the test splits have no fine-grained labels; a predictor of
+# the class priors scores 0.5, where the scorer's micro-AUROC would give it about 0.9). Bars set on the values
+# of worlds 0 and 1 (docs/measurements.md, session 17)
+FINE_GRAINED = {"clip_fusion": 0.75, "mmbt": 0.75, "visualbert": 0.75, "lmm_lora": 0.70}
+FINE_GRAINED_SPLIT = "dev_unseen"
 # splits besides test_unseen whose bars the e2e test held before the bars moved here
 ALSO_ON = {"clip_fusion": ("dev_unseen",), "clip_linear_image": ("dev_unseen",), "clip_linear_text": ("dev_unseen",),
            "course_lstm": ("dev_unseen", "test_seen"), "course_transformer": ("dev_unseen", "test_seen")}
@@ -115,3 +121,48 @@ def predictions_auroc(path: Path) -> float:
     with path.open() as file:
         rows = [row for row in csv.DictReader(file) if row["label"] != ""]
     return float(roc_auc_score([int(row["label"]) for row in rows], [float(row["proba"]) for row in rows]))
+
+
+def check_fine_grained_bars(root: Path) -> list[str]:
+    """The fine-grained bars on a reproduced repository, computed from each model's submission files and the
+    memes' annotations (hatememes.shared_task, which also checks the files against predictions/<split>.csv)."""
+    from hatememes.shared_task import evaluate_fine_grained
+
+    results = {}
+    for model in FINE_GRAINED:
+        try:
+            results[model] = evaluate_fine_grained(root / "data" / "memes", root / "eval" / model / "predictions")
+        except (OSError, ValueError) as error:
+            results[model] = {"error": str(error)}
+    return fine_grained_violations(results)
+
+
+def check_committed_fine_grained_bars(root: Path) -> list[str]:
+    """The same bars on the committed demo's eval/<model>/fine_grained.json (what the evaluate stage wrote)."""
+    results = {}
+    for model in FINE_GRAINED:
+        path = root / "eval" / model / "fine_grained.json"
+        results[model] = json.loads(path.read_text()) if path.is_file() else {"error": f"{path} missing"}
+    return fine_grained_violations(results)
+
+
+def fine_grained_violations(results: dict[str, dict]) -> list[str]:
+    """One message per model whose pc or attack mean per-label AUROC on FINE_GRAINED_SPLIT is below its bar."""
+    problems = []
+    for model, low in FINE_GRAINED.items():
+        result = results[model]
+        if "error" in result:
+            problems.append(f"{model} fine-grained: {result['error']}")
+            continue
+        per_label = result.get("splits", {}).get(FINE_GRAINED_SPLIT, {}).get("per_label")
+        if per_label is None:
+            problems.append(f"{model} fine-grained: no pc/attack scores on {FINE_GRAINED_SPLIT} (heads off, or "
+                            "no annotations)")
+            continue
+        for task in ("pc", "attack"):
+            value = per_label[task]["macro"]
+            if value is None or value < low:
+                shown = "undefined" if value is None else f"{value:.3f}"
+                problems.append(f"{model} fine-grained {task} {FINE_GRAINED_SPLIT}: mean per-label AUROC {shown} "
+                                f"< {low:.3f}")
+    return problems
