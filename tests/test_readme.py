@@ -38,6 +38,10 @@ NOT_RUN = {
     "dvc exp run -S profile=full -S fetch.source=zip -S fetch.path=data/raw/hateful_memes.zip":
         "the full profile needs the licensed Hateful Memes data and a GPU (tests/test_full_shapes.py runs its "
         "stages at the real sizes on random weights, and test_dvc_deps its zip fetch)",
+    "dvc exp run -S profile=full -S fetch.fine_grained=data/raw/annotations "
+    "-S train.visualbert.model.fine_grained.enabled=true":
+        "the full profile, as above; tests/test_fine_grained_data.py fetches a local release with annotation "
+        "files, and the demo trains fine-grained heads",
 }
 
 
