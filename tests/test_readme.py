@@ -87,3 +87,9 @@ def test_ci_runs_the_commands_it_is_credited_with():
     script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     for command, line in RUN_BY_CI.items():
         assert line in script, f".ci/run does not run {command!r} (expected {line!r} in it)"
+
+
+def test_the_readme_stays_short():
+    """A README for users, at most 10 KB: design notes and measurement history live in docs/."""
+    size = len((ROOT / "README.md").read_bytes())
+    assert size <= 10 * 1024, f"README.md is {size} bytes; move details to docs/"
