@@ -174,3 +174,25 @@ def test_without_annotations_the_section_says_so_in_one_sentence(annotated, tmp_
     assert text == ("This run's memes have no fine-grained labels: to add them, set params `fetch.fine_grained` to "
                     "the folder of the shared task's annotations (its data/annotations/) and rerun fetch.")
     assert "<code>fetch.fine_grained</code>" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_the_per_label_table_and_the_category_heatmap(annotated, tmp_path):
+    root, _, truth = annotated
+    text = section((root / "out" / "report.md").read_text())
+    header, *rows = table_after(text, "### Each label on its own")
+    assert header == ["model", "split", "pc mean per-label AUROC", "attack mean per-label AUROC"]
+    assert [row[:2] for row in rows] == [["clip_fusion", split] for split in SPLITS]  # the model with heads only
+    for row in rows:
+        _, fine = truth["clip_fusion", row[1]]
+        expected = []
+        for names, columns in ((PC_LABELS, fine[:, :len(PC_LABELS)]), (ATTACK_LABELS, fine[:, len(PC_LABELS):])):
+            gold = [annotation(i, row[1])["gold_pc" if names is PC_LABELS else "gold_attack"] for i in IDS]
+            aurocs = [roc_auc_score([name in g for g in gold], columns[:, k]) for k, name in enumerate(names)
+                      if 0 < sum(name in g for g in gold) < len(gold)]
+            expected.append(f"{np.mean(aurocs):.4f}")
+        assert row[2:] == expected
+    assert (root / "out" / "plots" / "fine_grained_categories.png").stat().st_size > 1000
+    assert "fine_grained_categories.png" in (root / "out" / "report.md").read_text()
+    (tmp_path / "memes").mkdir()  # no labels: no heatmap
+    build_report(root / "eval", tmp_path / "memes", tmp_path / "out", PARAMS, {})
+    assert not (tmp_path / "out" / "plots" / "fine_grained_categories.png").exists()

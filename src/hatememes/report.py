@@ -715,6 +715,32 @@ def report_params_record(params: ReportParams) -> dict:
     return {**asdict(replace(params, families={})), "families": dict(params.families)}
 
 
+def category_matrix(summary: dict) -> tuple[list[str], np.ndarray] | None:
+    """(models, their hate AUROC per protected category on CATEGORY_SPLIT, NaN where undefined), in the tables'
+    order; None without fine-grained labels on that split."""
+    models = summary["fine_grained"]["models"]
+    names = [name for name in table_order(summary) if CATEGORY_SPLIT in models[name]["splits"]]
+    if not names:
+        return None
+    values = [[models[name]["splits"][CATEGORY_SPLIT]["per_category"][c]["auroc"] for c in CATEGORIES]
+              for name in names]
+    return names, np.array([[np.nan if v is None else v for v in row] for row in values], dtype=float)
+
+
+def plot_category_heatmap(names: list[str], values: np.ndarray, path: Path) -> None:
+    """Models x protected categories, each cell its hate AUROC, coloured from 0.5 (chance, red) to 1 (green)."""
+    figure = new_figure(1.6 + 1.2 * len(CATEGORIES), 1.2 + 0.4 * len(names))
+    axes = figure.add_subplot()
+    image = axes.imshow(np.ma.masked_invalid(values), cmap="RdYlGn", vmin=0.5, vmax=1.0, aspect="auto")
+    for (row, column), value in np.ndenumerate(values):
+        axes.text(column, row, MISSING if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8)
+    axes.set_xticks(range(len(CATEGORIES)), CATEGORIES)
+    axes.set_yticks(range(len(names)), names, fontsize=9)
+    axes.set_title(f"Hate AUROC per protected category, {CATEGORY_SPLIT}")
+    figure.colorbar(image, ax=axes, label="AUROC (0.5: chance)")
+    figure.savefig(path)
+
+
 def write_headline_figure(summary: dict, params: ReportParams, plots: Path) -> tuple[str, Path] | None:
     """The dot plot the report leads with, and its caption; None when no evaluation split has labels."""
     if summary["headline"] is None:
@@ -749,6 +775,12 @@ def write_figures(runs: list[ModelRun], summary: dict, params: ReportParams, plo
         figures.append((f"Reliability diagrams, {split}, one panel per family: points on the diagonal are "
                         "calibrated; points below it mean the model says hateful more often than memes are",
                         plots / f"calibration_{split}.png"))
+    matrix = category_matrix(summary) if summary["fine_grained"]["annotations"] else None
+    if matrix is not None:
+        plot_category_heatmap(*matrix, plots / "fine_grained_categories.png")
+        figures.append((f"Hate AUROC per protected category on {CATEGORY_SPLIT} (WOAH 2021 labels), one row per "
+                        "model: look for a column that is red across models (a group every model protects "
+                        "badly) and for rows that are uneven", plots / "fine_grained_categories.png"))
     for split, gallery in summary["galleries"].items():
         path = plots / f"errors_{split}.png"
         plot_gallery(gallery["cases"], params.thumbnail_px, f"{gallery['model']} on {split}: confident errors", path)
@@ -930,6 +962,11 @@ BASELINE_NOTE = ("The last row is not a model of this run: it is the shared task
                  "scorer counts those twice.")
 
 
+PER_LABEL_NOTE = ("The scorer's micro-AUROC pools every (meme, label) pair, so predicting each label's frequency "
+                  "alone scores high on it (the empty labels are most memes'). The mean over the labels of each "
+                  "label's own AUROC does not reward that: the class priors score 0.5 on it.")
+
+
 def fine_grained_results(eval_dir: Path, memes_dir: Path, runs: list[ModelRun]) -> dict:
     """Every model's `evaluate_fine_grained` on eval/<name>/predictions/, with the task's published baseline."""
     models = {run.name: evaluate_fine_grained(memes_dir, Path(eval_dir) / run.name / "predictions") for run in runs}
@@ -978,6 +1015,16 @@ def shared_task_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows + [[published["model"], published["split"]] + task_cells(published)]
 
 
+def per_label_rows(summary: dict) -> tuple[list[str], list[list[str]]] | None:
+    """The mean per-label AUROC of pc and attack of every model with fine-grained heads, on each annotated dev
+    split; None when no model has heads."""
+    models = summary["fine_grained"]["models"]
+    rows = [[name, split, fmt(entry["per_label"]["pc"]["macro"], 4), fmt(entry["per_label"]["attack"]["macro"], 4)]
+            for name in table_order(summary) for split, entry in models[name]["splits"].items()
+            if entry.get("per_label")]
+    return (["model", "split", "pc mean per-label AUROC", "attack mean per-label AUROC"], rows) if rows else None
+
+
 def task_cells(scores: dict) -> list[str]:
     """roc_auc and f1_micro of hate, pc and attack, 4 digits as the task's README prints them."""
     return [fmt((scores[task] or {}).get(key), 4)
@@ -1004,8 +1051,13 @@ def fine_grained_blocks(summary: dict) -> list[tuple[str, str | tuple]]:
     if categories is not None:
         blocks += [("heading", f"Hate AUROC per protected category, {CATEGORY_SPLIT}"),
                    ("text", category_caption(summary)), ("table", (*categories, "fine-grained-categories"))]
-    return blocks + [("heading", "The shared task's scores"), ("text", shared_task_intro(summary)),
-                     ("table", (*shared_task_rows(summary), "shared-task")), ("text", BASELINE_NOTE)]
+    blocks += [("heading", "The shared task's scores"), ("text", shared_task_intro(summary)),
+               ("table", (*shared_task_rows(summary), "shared-task")), ("text", BASELINE_NOTE)]
+    per_label = per_label_rows(summary)
+    if per_label is not None:
+        blocks += [("heading", "Each label on its own"), ("text", PER_LABEL_NOTE),
+                   ("table", (*per_label, "fine-grained-per-label"))]
+    return blocks
 
 
 def fine_grained_markdown(summary: dict) -> list[str]:
