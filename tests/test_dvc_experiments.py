@@ -45,7 +45,8 @@ def baseline(tmp_path_factory) -> Path:
     run(["dvc", "repro"], repository)
     commit(repository, "baseline: the cheap setup, reproduced")
     tracked = run(["git", "ls-files", "eval"], repository).stdout.split()
-    assert tracked == [f"eval/{MODEL}/metrics.json"], "git must track the metrics (cache: false) and nothing else"
+    assert tracked == [f"eval/{MODEL}/fine_grained.json", f"eval/{MODEL}/metrics.json"], \
+        "git must track the metrics (cache: false: AUROC and the fine-grained scores) and nothing else"
     return repository
 
 
