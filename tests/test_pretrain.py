@@ -88,6 +88,38 @@ def test_a_short_training_run_lowers_the_contrastive_loss(corpus, learned):
     learned.check("first - last epoch loss", losses[0] - losses[-1], 0.3)
 
 
+def test_training_the_used_token_rows_only_gives_the_full_tables_weights(corpus, monkeypatch):
+    """UsedTokenRows trains the rows of the corpus's tokens only: the checkpoint is bit for bit the one of the
+    full table (whose other rows AdamW leaves as initialised: no gradient, no weight decay on embeddings)."""
+    import hatememes.pretrain as P
+
+    register_tiny_configs()
+    params = dataclasses.replace(QUICK, epochs=1)
+
+    def trained() -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model, _, preprocess = open_clip.create_model_and_transforms("tiny-rn", output_dict=True)
+        train = load_split(corpus, read_pairs(corpus)[:96], "train", preprocess)
+        train_clip(model, open_clip.get_tokenizer("tiny-rn"), train, params)
+        assert isinstance(model.token_embedding, torch.nn.Embedding)  # the full table again, as saved
+        return model.state_dict()
+
+    compact = trained()
+
+    class FullTable:  # the plain embedding, trained whole
+        def __new__(cls, embedding, used):
+            embedding.merged = lambda: embedding
+            return embedding
+
+    monkeypatch.setattr(P, "UsedTokenRows", FullTable)
+    full = trained()
+    assert compact.keys() == full.keys()
+    for key, value in full.items():
+        assert torch.equal(compact[key], value), key
+    initial = open_clip.create_model("tiny-rn").token_embedding.weight  # another draw: the rows did move
+    assert not torch.equal(compact["token_embedding.weight"], initial)
+
+
 def test_zero_shot_accuracy_is_the_argmax_over_class_embeddings():
     classes = torch.eye(3)  # (C, D)
     image_features = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.2, 0.8], [0.7, 0.0, 0.3]])  # (N, D)

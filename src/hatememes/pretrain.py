@@ -81,6 +81,32 @@ def load_split(corpus_dir: Path, pairs: list[dict], split: str, preprocess) -> C
                        [list(COLORS).index(p["color"]) for p in rows])
 
 
+class UsedTokenRows(torch.nn.Module):
+    """A token embedding that trains only the rows of the tokens the corpus uses (U of the vocabulary's 49,408).
+
+    The other rows never get a gradient, and embeddings have no weight decay (`make_optimizer`), so AdamW would
+    leave them exactly as initialised while reading and writing all of them at every step: for the tiny CLIP
+    that full-table update was most of the optimizer's work. `merged()` writes the trained rows back into the
+    full table, the checkpoint's shape."""
+
+    def __init__(self, embedding: torch.nn.Embedding, used: Tensor):
+        super().__init__()
+        self.full = embedding.weight.detach()  # a plain tensor: neither trained nor a parameter of the module
+        lookup = torch.full((embedding.num_embeddings,), -1, dtype=torch.long)
+        lookup[used] = torch.arange(len(used))
+        self.register_buffer("lookup", lookup, persistent=False)
+        self.used = used
+        self.weight = torch.nn.Parameter(self.full[used].clone())  # (U, D); named token_embedding.weight
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return torch.nn.functional.embedding(self.lookup[ids], self.weight)
+
+    def merged(self) -> torch.nn.Embedding:
+        weight = self.full.clone()
+        weight[self.used] = self.weight.detach()
+        return torch.nn.Embedding.from_pretrained(weight, freeze=False)
+
+
 def cosine_lr(step: int, total: int, warmup: int, lr: float) -> float:
     if step < warmup:
         return lr * (step + 1) / warmup
@@ -112,6 +138,7 @@ def train_clip(model: open_clip.CLIP, tokenizer, train: CorpusSplit, params: Pre
     """Contrastive training with open_clip's ClipLoss, AdamW and a cosine schedule; returns the epoch losses."""
     generator = torch.Generator().manual_seed(params.seed)
     input_ids = tokenizer(train.texts)  # (N, L)
+    model.token_embedding = UsedTokenRows(model.token_embedding, torch.unique(input_ids))
     optimizer, loss_fn = make_optimizer(model, params), open_clip.ClipLoss()
     batch_size = min(params.batch_size, len(train.texts))
     steps_per_epoch = len(train.texts) // batch_size
@@ -133,6 +160,7 @@ def train_clip(model: open_clip.CLIP, tokenizer, train: CorpusSplit, params: Pre
                 bar.update(batch_size)
                 bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}")
             losses.append(float(np.mean(epoch_losses)))
+    model.token_embedding = model.token_embedding.merged()
     model.eval()
     return losses
 
