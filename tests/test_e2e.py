@@ -164,4 +164,5 @@ def test_every_readme_command_runs(repro):
         if command.startswith("python pipelines/compare.py"):  # the experiment beside the workspace and commit
             assert "train.clip_fusion.model.fusion" in (repro / "eval" / "compare.md").read_text()
     scores = [json.loads(line) for line in (repro / "scores.jsonl").read_text().splitlines()]
-    assert len(scores) == 5 and all(set(s) == {"id", "proba", "label", "model"} for s in scores)
+    assert len(scores) == 5 and all(set(s) == {"id", "proba", "label", "model", "pred_pc", "pred_attack"}
+                                    for s in scores)  # the demo's clip_fusion has fine-grained heads
