@@ -4,7 +4,8 @@
     accelerate launch pipelines/features.py grid --memes data/memes --out data/features/grid   # sharded
 
 Writes `<out>/<split>.safetensors` (rows in the order of `<memes>/<split>.jsonl`, ids alongside) and
-`<out>/meta.json` (model, tag, dims, preprocessing, box source, and the data hash of every split).
+`<out>/meta.json` (model, tag, dims, preprocessing, box source, and the data hash of every split), all or
+nothing. With `features.regions.precomputed_dir` the regions are MMF's files, read without images or a CNN.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from accelerate import Accelerator
 
 from hatememes import params as P
 from hatememes.features import EXTRACTORS, FeaturesParams, build_extractor
-from hatememes.features.extract import extract_split
+from hatememes.features.extract import RowReader, extract_split
+from hatememes.features.mmf_regions import PrecomputedFeaturesError
 from hatememes.features.store import save_split
 from hatememes.files import read_json, report_write_error, write_json
 from hatememes.pretrained import PretrainedLoadError
@@ -38,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     config = P.section(P.from_arguments(args), "features", FeaturesParams)
     try:
         extract(args.extractor, config, args.memes, args.out)
-    except PretrainedLoadError as error:  # the weights a param names cannot be loaded: the message says what to do
-        print(f"features: {error}", file=sys.stderr)
+    except (PretrainedLoadError, PrecomputedFeaturesError) as error:  # weights or files that a param names
+        print(f"features: {error}", file=sys.stderr)  # the message says which and what is wrong with them
         return 1
     except Exception as error:
         return report_write_error("features", args.out, error)
@@ -50,15 +52,28 @@ def extract(name: str, config: FeaturesParams, memes: Path, out: Path) -> None:
     torch.manual_seed(0)
     accelerator = Accelerator()
     extractor = build_extractor(name, config)  # the weights first: one that cannot be loaded fails before any data
-    extractor.model.to(accelerator.device)  # with the regions' detector, which is part of it
+    reads_files = isinstance(extractor, RowReader)  # MMF's precomputed regions: no model, no images
+    if reads_files and not accelerator.is_main_process:
+        return  # reading files needs no shards: the main process reads and writes them all
+    if not reads_files:
+        extractor.model.to(accelerator.device)  # with the regions' detector, which is part of it
     manifest = read_json(memes / "manifest.json")
     building = out.with_name(f".{out.name}.partial")
     if accelerator.is_main_process:
         shutil.rmtree(building, ignore_errors=True)
-    for split in manifest["splits"]:
-        ids, tensors = extract_split(extractor, memes, split, config.batch_size, config.num_workers, accelerator)
-        if accelerator.is_main_process:
-            save_split(building, split, ids, tensors)
+    try:
+        for split in manifest["splits"]:
+            if reads_files:
+                ids, tensors = extractor.read_split(memes, split)
+            else:
+                ids, tensors = extract_split(extractor, memes, split, config.batch_size, config.num_workers,
+                                             accelerator)
+            if accelerator.is_main_process:
+                save_split(building, split, ids, tensors)
+    except BaseException:
+        if accelerator.is_main_process:  # an error leaves `out` as it was and no .partial folder
+            shutil.rmtree(building, ignore_errors=True)
+        raise
     if accelerator.is_main_process:
         shapes = {key: list(tensor.shape[1:]) for key, tensor in tensors.items()}
         data_hashes = {split: info["sha256"] for split, info in manifest["splits"].items()}

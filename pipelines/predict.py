@@ -68,6 +68,10 @@ def build_extractors(model_dir: Path, inputs) -> dict:
     for name in feature_inputs(inputs):
         torch.manual_seed(0)
         extractors[name] = build_extractor(name, params)
+        if not hasattr(extractors[name], "preprocess"):  # features read from files per meme id (precomputed)
+            raise SystemExit(f"{model_dir}: its {name} features were read from files made for the dataset's memes "
+                             f"({extractors[name].meta.get('box_source', 'precomputed')}); new memes have none: "
+                             "extract theirs the same way, add them to the dataset and rerun the pipeline")
     return extractors
 
 

@@ -37,7 +37,8 @@ def test_every_section_loads_into_its_dataclass(params):
     sys.path.insert(0, str(ROOT / "pipelines"))
     from explain import ExplainParams
 
-    extra = {"evaluate": EvaluateParams, "ensemble": EnsembleConfig, "explain": ExplainParams}
+    extra = {"evaluate": EvaluateParams, "ensemble": EnsembleConfig, "late_fusion": EnsembleConfig,
+             "explain": ExplainParams}
     for name, cls in {**SECTIONS, **extra}.items():
         section(params, name, cls)
     train_params(params)
@@ -52,7 +53,7 @@ def test_dvc_stages_match_params_and_code():
     models = [name for name in params["train"] if name != "dev_split"]
     stages = dvc["stages"]
     assert list(stages) == ["fetch", "pretrain", "pretrain_llava", "features", "train", "evaluate", "lmm_features",
-                            "explain", "ensemble", "report"]
+                            "explain", "late_fusion", "ensemble", "report"]
     assert stages["features"]["foreach"] == "${features.kinds}"  # each profile's kinds, all of them extractors
     assert set(params["features"]["kinds"]) <= set(EXTRACTORS)
     assert list(stages["train"]["foreach"]) == models, "dvc.yaml's train stages and params.yaml's models differ"
@@ -64,14 +65,15 @@ def test_dvc_stages_match_params_and_code():
     for stage in stages:
         assert (ROOT / "pipelines" / f"{stage}.py").is_file(), f"stage {stage} has no script"
     report_deps = {d for d in stages["report"]["deps"] if d.startswith("eval/") and not d.endswith("/extra")}
-    assert report_deps == {f"eval/{m}/predictions" for m in (*models, "ensemble")}
-    members = section(params, "ensemble", EnsembleConfig).members
-    assert set(members) <= set(models)
-    ensemble_deps = {d for d in stages["ensemble"]["deps"] if d.startswith("eval/")}
-    assert ensemble_deps == {f"eval/{m}/predictions" for m in members}
+    assert report_deps == {f"eval/{m}/predictions" for m in (*models, "late_fusion", "ensemble")}
+    for name in ("ensemble", "late_fusion"):
+        members = section(params, name, EnsembleConfig).members
+        assert set(members) <= set(models)
+        ensemble_deps = {d for d in stages[name]["deps"] if d.startswith("eval/")}
+        assert ensemble_deps == {f"eval/{m}/predictions" for m in members}
     for plot in dvc["plots"]:
         (spec,) = plot.values()
-        assert {Path(p).parts[1] for p in spec["y"]} == {*models, "ensemble"}
+        assert {Path(p).parts[1] for p in spec["y"]} == {*models, "late_fusion", "ensemble"}
 
 
 def test_the_evaluate_stage_imports_no_heavy_library():

@@ -22,7 +22,8 @@ from hatememes.params import compose  # noqa: E402
 
 MODELS = ["clip_fusion", "rgcl", "rgcl_bce_only", "rgcl_knn", "clip_linear_image", "clip_linear_text", "clip_zeroshot",
           "mmbt", "visualbert", "course_mlp", "course_cnn", "course_lstm", "course_transformer", "llava_zeroshot",
-          "llava_lora", "lmm_zeroshot", "lmm_lora", "lmm_rgcl", "lmm_rgcl_knn"]
+          "llava_lora", "lmm_zeroshot", "lmm_lora", "lmm_rgcl", "lmm_rgcl_knn", "image_grid", "image_region",
+          "text_bert", "concat_bert"]
 # evaluate@ reads train@'s predictions and the memes, never features, a base model or `launch`: a new input
 # reruns train@, and evaluate@ follows only when the predictions it reads change.
 CLIP_READERS = {"clip_fusion", "clip_linear_image", "clip_linear_text", "clip_zeroshot", "course_mlp", "rgcl",
@@ -95,7 +96,7 @@ def test_clip_features_rerun_only_their_readers(repository):
 
 
 def test_region_features_do_not_rerun_clip_fusion_or_llava(repository):
-    readers = {"visualbert"} | ({"mmbt"} if image_features(repository) == "regions" else set())
+    readers = {"visualbert", "image_region"} | ({"mmbt"} if image_features(repository) == "regions" else set())
     assert touched(repository, "data/features/regions") == {
         "features@regions", *(f"train@{m}" for m in readers)}
 
@@ -122,6 +123,8 @@ def test_the_memes_rerun_every_stage_that_reads_them(repository):
 def test_new_predictions_rerun_only_their_readers(repository):
     """train@mmbt is listed because its output changed; what reads the predictions follows, nothing else."""
     assert touched(repository, "eval/mmbt/predictions") == {"train@mmbt", "evaluate@mmbt", "ensemble", "report"}
+    assert touched(repository, "eval/text_bert/predictions") == {"train@text_bert", "evaluate@text_bert",
+                                                                  "late_fusion", "report"}
 
 
 def test_a_retrained_stage_one_reruns_the_lmm_features_and_only_what_reads_them(repository):
@@ -148,8 +151,8 @@ def feature_kinds(repository: Path) -> list[str]:
 
 
 def test_each_profile_extracts_what_its_models_read(repository):
-    """features@ runs the profile's kinds: the demo skips grid (no demo model reads it), the full profile
-    extracts it for MMBT-Grid; whatever mmbt reads is extracted."""
+    """features@ runs the profile's kinds: the grid for image_grid and concat_bert (and MMBT-Grid in the full
+    profile), the regions for visualbert and image_region; whatever mmbt reads is extracted."""
     from dvc.repo import Repo
 
     with Repo(str(repository)) as repo:
@@ -157,7 +160,7 @@ def test_each_profile_extracts_what_its_models_read(repository):
     kinds = feature_kinds(repository)
     assert {stage for stage in stages if stage.startswith("features@")} == {f"features@{kind}" for kind in kinds}
     assert image_features(repository) in kinds
-    assert ("grid" in kinds) == (image_features(repository) == "grid")
+    assert {"grid", "regions"} <= set(kinds)
 
 
 def image_features(repository: Path) -> str:
@@ -182,7 +185,7 @@ def test_one_param_reruns_only_the_stage_that_reads_it(repository):
         assert stale(repository) == {f"train@{m}" for m in MODELS}
         params.write_text(original)
         apply_overrides(str(params), ["evaluate.n_boot=321"])
-        assert stale(repository) == {f"evaluate@{m}" for m in MODELS} | {"ensemble"}
+        assert stale(repository) == {f"evaluate@{m}" for m in MODELS} | {"ensemble", "late_fusion"}
     finally:
         params.write_text(original)
     assert stale(repository) == set()

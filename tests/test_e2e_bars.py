@@ -27,6 +27,7 @@ from e2e_bars import (  # noqa: E402
 
 MEMES_PER_SPLIT = 200
 MEMBERS = ["clip_fusion", "mmbt", "visualbert"]
+LATE_FUSION = ["text_bert", "image_grid"]
 
 
 def learnt_probs(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -56,10 +57,12 @@ def demo(tmp_path: Path) -> Path:
     for model in AT_CHANCE:
         probs[model] = {split: rng.uniform(size=MEMES_PER_SPLIT) for split in LABELLED_SPLITS}
     probs["ensemble"] = {split: np.mean([probs[m][split] for m in MEMBERS], axis=0) for split in LABELLED_SPLITS}
+    probs["late_fusion"] = {split: np.mean([probs[m][split] for m in LATE_FUSION], axis=0) for split in LABELLED_SPLITS}
     for model, model_probs in probs.items():
         write_model(tmp_path, model, model_probs, labels)
-    (tmp_path / "models" / "ensemble").mkdir(parents=True)
-    (tmp_path / "models" / "ensemble" / "ensemble.json").write_text(json.dumps({"config": {"members": MEMBERS}}))
+    for name, members in (("ensemble", MEMBERS), ("late_fusion", LATE_FUSION)):
+        (tmp_path / "models" / name).mkdir(parents=True)
+        (tmp_path / "models" / name / "ensemble.json").write_text(json.dumps({"config": {"members": members}}))
     return tmp_path
 
 
@@ -93,6 +96,12 @@ def test_a_model_that_should_stay_at_chance_but_learns_is_reported(demo, model):
     replace_probs(demo, model, lambda probs: learnt_probs(labels, rng))
     assert any(p.startswith(f"{model} test_unseen: AUROC") and p.endswith("outside [0.000, 0.650]")
                for p in check_bars(demo))
+
+
+def test_a_late_fusion_that_is_not_the_mean_of_its_members_is_reported(demo):
+    replace_probs(demo, "late_fusion", lambda probs: probs * 0.9)  # still at chance, no longer the members' mean
+    expected = "late_fusion test_unseen: 200 memes not scored with the mean of ['text_bert', 'image_grid']"
+    assert expected in check_bars(demo)
 
 
 def test_a_model_without_predictions_is_reported(demo):

@@ -42,7 +42,7 @@ pytestmark = [pytest.mark.full_shapes, pytest.mark.slow]
 
 SIZES = {"train": 2, "dev_seen": 4, "dev_unseen": 2, "test_seen": 2, "test_unseen": 2}
 TORCH_MODELS = ("clip_fusion", "rgcl", "rgcl_bce_only", "mmbt", "visualbert", "llava_lora", "lmm_lora", "lmm_rgcl",
-                "course_lstm", "course_transformer")
+                "course_lstm", "course_transformer", "image_grid", "image_region", "text_bert", "concat_bert")
 OVERRIDES = [  # one epoch and one seed each: the point is shapes, dtypes and formats
     *(f"train.{model}.loop.epochs=1" for model in TORCH_MODELS),
     *(f"train.{model}.loop.seeds=[]" for model in TORCH_MODELS),
@@ -151,11 +151,11 @@ def test_features_have_the_real_shapes(full_run):
 
 def test_every_model_scored_every_meme(full_run):
     repository = full_run["repository"]
-    for model in (*TORCH_MODELS, "clip_linear_image", "clip_linear_text", "clip_zeroshot", "course_mlp",
-                  "course_cnn", "llava_zeroshot", "lmm_zeroshot", "rgcl_knn", "lmm_rgcl_knn", "ensemble"):
+    for model in (*TORCH_MODELS, "clip_linear_image", "clip_linear_text", "clip_zeroshot", "course_mlp", "course_cnn",
+                  "llava_zeroshot", "lmm_zeroshot", "rgcl_knn", "lmm_rgcl_knn", "ensemble", "late_fusion"):
         metrics = json.loads((repository / "eval" / model / "metrics.json").read_text())
         for split, size in SIZES.items():
-            if split != "train" or model != "ensemble":
+            if split != "train" or model not in ("ensemble", "late_fusion"):
                 assert metrics[split]["n"] == size, (model, split)
     assert (repository / "eval" / "report.html").is_file()
 

@@ -105,6 +105,11 @@ KIELA = "Kiela et al. 2020, The Hateful Memes Challenge (arXiv:2005.04790), Tabl
 HATE_CLIPPER = "Kumar & Nandakumar 2022, Hate-CLIPper (arXiv:2210.05916)"
 PUBLISHED = (
     Published("Human", KIELA, "test_seen", 82.65, 84.70),
+    Published("Image-Grid", KIELA, "test_seen", 52.63, 52.00),
+    Published("Image-Region", KIELA, "test_seen", 55.92, 52.13),
+    Published("Text BERT", KIELA, "test_seen", 65.08, 59.20),
+    Published("Late Fusion", KIELA, "test_seen", 64.75, 59.66),
+    Published("Concat BERT", KIELA, "test_seen", 65.79, 59.13),
     Published("MMBT-Grid", KIELA, "test_seen", 67.92, 60.06),
     Published("MMBT-Region", KIELA, "test_seen", 70.73, 60.23),
     Published("VisualBERT", KIELA, "test_seen", 71.33, 63.20),
@@ -134,9 +139,15 @@ def lmm_rgcl_row(params: dict) -> str | None:
     return "LMM-RGCL (LLaVA-1.5-7B)" if "llava" in base or name.startswith("llava") else None
 
 
+IMAGE_ROWS = {"grid": "Image-Grid", "regions": "Image-Region"}  # the image-only model's row, by its features
 # Which published row each of our models reproduces, read off its resolved `train.<model>.model` section and
 # the run's params (a model with another setting reproduces none), and how ours differs from the published setup.
 REPRODUCES = {
+    "image_grid": lambda model, params: IMAGE_ROWS.get(model.get("image_features")),
+    "image_region": lambda model, params: IMAGE_ROWS.get(model.get("image_features")),
+    "text_bert": lambda model, params: "Text BERT",
+    "late_fusion": lambda model, params: "Late Fusion" if late_fusion_as_published(params) else None,
+    "concat_bert": lambda model, params: "Concat BERT",
     "mmbt": lambda model, params: "MMBT-Grid" if model.get("image_features") == "grid" else "MMBT-Region",
     "visualbert": lambda model, params: "VisualBERT COCO" if "visualbert" in str(model.get("init", ""))
     else "VisualBERT",
@@ -172,6 +183,72 @@ RGCL_RUN = {
              "schedule": ("constant",), "grad_clip": (0.1,), "mixed_precision": ("no",)},
 }
 NO_DECAY_CLAUSE = "no weight decay on biases and norms (they decay every parameter)"
+
+# The benchmark paper's baselines as MMF ran them (facebookresearch/mmf: projects/others/unimodal/configs/
+# hateful_memes/{image,with_features,text,bert}.yaml and projects/others/concat_bert/hateful_memes/defaults.yaml:
+# MLPClassifer with 2 layers of 768, AdamW, warmup_linear with 2000 warmup steps over 22000 updates; BERT
+# base, all layers, the pooled [CLS] output): what `mmf_differs` compares ours with
+MMF_HEAD = {"hidden_dim": (768,), "num_layers": (2,), "dropout": (0.5,)}
+MMF_BERT = {"text_model": ("bert-base-uncased",), "num_hidden_layers": (None,), "pooling": ("cls",),
+            "freeze_word_embeddings": (False,)}
+MMF_LOOP = {"schedule": ("linear",), "warmup_steps": (2000,)}
+MMF_RUNS = {
+    "Image-Grid": {"model": {"image_features": ("grid",), **MMF_HEAD},
+                   "loop": {"batch_size": (32,), "lr": (1.0e-5,), **MMF_LOOP}},
+    "Image-Region": {"model": {"image_features": ("regions",), **MMF_HEAD},
+                     "loop": {"batch_size": (32,), "lr": (5.0e-5,), **MMF_LOOP}},
+    "Text BERT": {"model": {**MMF_BERT, **MMF_HEAD}, "loop": {"batch_size": (128,), "lr": (5.0e-5,), **MMF_LOOP}},
+    "Concat BERT": {"model": {**MMF_BERT, "image_features": ("grid",), **MMF_HEAD},
+                    "loop": {"batch_size": (64,), "lr": (1.0e-5,), **MMF_LOOP}},
+}
+
+
+def late_fusion_as_published(params: dict) -> bool:
+    """The paper's Late Fusion: the mean of the text BERT's and the image-grid model's probabilities."""
+    section = params.get("late_fusion", {})
+    return section.get("method") == "mean" and sorted(section.get("members", [])) == ["image_grid", "text_bert"]
+
+
+def image_source(params: dict, kind: str) -> str:
+    """What the cached `kind` (grid or regions) features are, read off `features.<kind>`."""
+    features = params.get("features", {}).get(kind, {})
+    cnn = features.get("cnn", {})
+    network = f"{cnn.get('backbone', '?')} ({cnn.get('pretrained', '?')}) at {cnn.get('image_size', '?')} px"
+    if kind == "grid":
+        return f"frozen, cached grid features of {network}"
+    if features.get("precomputed_dir"):
+        return f"MMF's released detector features ({features.get('precomputed_dir', '?')})"
+    if features.get("detector"):
+        return f"the top {features.get('num_boxes')} boxes of {features.get('detector')} RoIAligned on {network}"
+    return f"{features.get('num_boxes')} fixed grid boxes RoIAligned on {network}, not detections"
+
+
+def mmf_differs(params: dict, name: str) -> str:
+    """How `train.<name>` departs from MMF's run of the row it reproduces, one clause each."""
+    row = REPRODUCES[name](params.get("train", {}).get(name, {}).get("model", {}), params)
+    model = params.get("train", {}).get(name, {}).get("model", {})
+    image = {"Image-Grid": "grid", "Concat BERT": model.get("image_features", "grid"), "Image-Region": "regions"}
+    clauses = run_clauses(MMF_RUNS[row], params, name)
+    if row in image:
+        clauses.insert(0, image_source(params, image[row]) + (
+            " (MMF fine-tunes a detector fc7 layer on them)" if row == "Image-Region"
+            else " (MMF fine-tunes the ResNet-152 end to end at 224 px)"))
+    return "; ".join(clauses)
+
+
+def mmbt_grid_differs(params: dict, name: str) -> str:
+    """MMF trains its ResNet-152 with MMBT (`image_encoder: finetune`); the cached grid is a frozen one."""
+    model = params.get("train", {}).get(name, {}).get("model", {})
+    if model.get("image_encoder", "cached") == "finetune":
+        return ""
+    return image_source(params, "grid") + " (MMF fine-tunes the ResNet-152 end to end at 224 px)"
+
+
+def late_fusion_differs(params: dict, name: str) -> str:
+    """Ours averages the two trained models' probabilities; MMF's late_fusion model trains both heads at once."""
+    return ("the mean of text_bert's and image_grid's P(hateful), each trained alone (MMF's late_fusion trains both "
+            f"encoders and heads together and averages their logits); text_bert: {mmf_differs(params, 'text_bert')}; "
+            f"image_grid: {mmf_differs(params, 'image_grid')}")
 
 
 def run_clauses(run: dict, params: dict, name: str) -> list[str]:
@@ -230,10 +307,17 @@ def fmt_param(value) -> str:
 
 
 DIFFERS = {
-    "MMBT-Grid": "frozen, cached ResNet-152 grid features (MMF fine-tunes the ResNet end to end at 224 px)",
-    "MMBT-Region": "36 fixed boxes RoIAligned on an ImageNet ResNet-152, not detector regions",
-    "VisualBERT": "the same fixed-box region features, not Faster R-CNN detections",
-    "VisualBERT COCO": "fixed-box region features, while the COCO checkpoint was pretrained on detections",
+    "Image-Grid": mmf_differs,
+    "Image-Region": mmf_differs,
+    "Text BERT": mmf_differs,
+    "Late Fusion": late_fusion_differs,
+    "Concat BERT": mmf_differs,
+    "MMBT-Grid": mmbt_grid_differs,
+    "MMBT-Region": lambda params, name: image_source(params, "regions"),
+    "VisualBERT": lambda params, name: image_source(params, "regions"),
+    "VisualBERT COCO": lambda params, name: image_source(params, "regions") + (
+        "" if params.get("features", {}).get("regions", {}).get("precomputed_dir")
+        else " (the COCO checkpoint was pretrained on Faster R-CNN detections)"),
     "Hate-CLIPper (align)": hateclipper_differs,
     "Hate-CLIPper (cross)": hateclipper_differs,
     "RGCL": rgcl_differs,

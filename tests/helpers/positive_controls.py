@@ -18,6 +18,14 @@ does carry, and must reach `CONTROL_BAR` on test_unseen:
     course_lstm, course_transformer                     is the caption's object one of GROUP (4 of the 8)?
     llava_zeroshot                                      "Does the text name the shape in the image?"
                                                         (yes iff the caption's object is the picture's)
+    image_grid, image_region                            is the picture's object one of GROUP? (MMF's MLP
+                                                        head: two hidden layers cut 4 clusters from 4)
+    text_bert                                           is the caption's object one of GROUP?
+    late_fusion                                         are both objects in GROUP? Each member (text_bert,
+                                                        image_grid) is trained on that label and the two
+                                                        probabilities averaged, as the stage averages them:
+                                                        each sees half of the evidence, the mean ranks both
+                                                        halves above one
 
 Why one object against the rest for the tiny CLIP's embeddings: they cluster the 8 objects on the unit
 sphere, and a cap cuts one cluster from the others, while no hyperplane need cut 4 clusters from 4. The
@@ -70,6 +78,14 @@ def text_in_group(meme: SyntheticMeme) -> int:
     return int(meme.text_concept in GROUP)
 
 
+def image_in_group(meme: SyntheticMeme) -> int:
+    return int(meme.image_concept in GROUP)
+
+
+def both_in_group(meme: SyntheticMeme) -> int:
+    return int(meme.image_concept in GROUP and meme.text_concept in GROUP)
+
+
 def image_is(k: int) -> Control:
     return Control(lambda meme: int(meme.image_concept == k))
 
@@ -98,6 +114,10 @@ CONTROLS: dict[str, tuple[Control, ...]] = {
                                config={"question": MATCH_QUESTION}),),
     "lmm_zeroshot": (Control(lambda meme: int(meme.text_concept == meme.image_concept),
                              config={"question": MATCH_QUESTION}),),
+    "image_grid": (Control(image_in_group),),
+    "image_region": (Control(image_in_group),),
+    "text_bert": (Control(text_in_group),),
+    "late_fusion": (Control(both_in_group),),  # its members', averaged (`control_auroc`)
 }
 
 
@@ -123,15 +143,31 @@ def relabelled(items: MemeItems, table: dict[int, SyntheticMeme], control: Contr
 
 
 def control_auroc(root: Path, name: str, out: Path, split: str = "test_unseen") -> float:
-    """`name` fitted (or built) on each of its controls' train labels and scored on `split`: the mean AUROC."""
+    """`name` fitted (or built) on each of its controls' train labels and scored on `split`: the mean AUROC.
+    An ensemble of the params (late_fusion) is its members fitted on the control, combined as the stage does."""
     params, table = load_params(root / "params.yaml"), concepts(root)
-    return float(np.mean([fitted_auroc(root, params, table, name, control, out / str(n), split)
-                          for n, control in enumerate(CONTROLS[name])]))
+    values = []
+    for n, control in enumerate(CONTROLS[name]):
+        if name in params and "members" in params[name]:
+            from hatememes.models.ensemble import Ensemble, EnsembleConfig
+
+            ensemble = Ensemble(section(params, name, EnsembleConfig))
+            scored = {member: fitted_scores(root, params, table, member, control, out / str(n) / member, split)
+                      for member in ensemble.config.members}
+            labels, ids = next(iter(scored.values()))[:2]
+            if any(not np.array_equal(other[1], ids) for other in scored.values()):
+                raise AssertionError(f"{name}'s members scored the memes of {split} in different orders")
+            probs = np.column_stack([scored[member][2] for member in ensemble.config.members])
+            values.append(auroc(labels, ensemble.predict_arrays(ids, probs)))
+        else:
+            labels, _, probs = fitted_scores(root, params, table, name, control, out / str(n), split)
+            values.append(auroc(labels, probs))
+    return float(np.mean(values))
 
 
-def fitted_auroc(root: Path, params: dict, table: dict[int, SyntheticMeme], name: str, control: Control, out: Path,
-                 split: str) -> float:
-    """`name` fitted (or built) on one control's train labels, scored on `split`: AUROC against them."""
+def fitted_scores(root: Path, params: dict, table: dict[int, SyntheticMeme], name: str, control: Control, out: Path,
+                  split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`name` fitted (or built) on one control's train labels, scored on `split`: (labels, ids, P(label))."""
     import torch
     from torch import nn
 
@@ -161,5 +197,5 @@ def fitted_auroc(root: Path, params: dict, table: dict[int, SyntheticMeme], name
         else:
             model.fit(train_items, dev_items)
             batch_size = 64
-        _, probs, _ = score(model, items[split], batch_size)
-    return auroc(np.asarray(items[split].labels), probs)
+        ids, probs, _ = score(model, items[split], batch_size)
+    return np.asarray(items[split].labels), np.asarray(ids), probs

@@ -1,4 +1,5 @@
-"""Feature extractors (DESIGN §5), by name: `clip` (open_clip), `grid` (CNN map), `regions` (RoIAlign)."""
+"""Feature extractors (DESIGN §5), by name: `clip` (open_clip), `grid` (CNN map), `regions` (RoIAlign on the CNN
+map, or MMF's precomputed region features read from files)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass, field
 
 from hatememes.features.clip import ClipExtractor, ClipParams
 from hatememes.features.grid import GridExtractor, GridParams
+from hatememes.features.mmf_regions import PrecomputedRegions
 from hatememes.features.regions import RegionsExtractor, RegionsParams
 
 
@@ -19,7 +21,12 @@ class FeaturesParams:
     regions: RegionsParams = field(default_factory=RegionsParams)
 
 
-EXTRACTORS = {"clip": ClipExtractor, "grid": GridExtractor, "regions": RegionsExtractor}
+def build_regions(params: RegionsParams) -> RegionsExtractor | PrecomputedRegions:
+    """MMF's files when `precomputed_dir` is set (no CNN is loaded), else RoIAlign on the CNN (detector or grid)."""
+    return PrecomputedRegions(params) if params.source == "precomputed" else RegionsExtractor(params)
+
+
+EXTRACTORS = {"clip": ClipExtractor, "grid": GridExtractor, "regions": build_regions}
 
 
 def build_extractor(name: str, params: FeaturesParams):

@@ -4,6 +4,7 @@ shard of the split and the main process receives the rows in meme order.
 
 An extractor provides `preprocess(image, text) -> dict[str, Tensor]` (picklable: it runs in workers),
 `encode(batch) -> dict[str, Tensor]` (rows of the cache), `model` (an nn.Module) and `meta` (meta.json).
+A `RowReader` (MMF's precomputed region features) reads its rows from files instead: no images, no model.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 from accelerate import Accelerator
@@ -30,6 +31,13 @@ class Extractor(Protocol):
     def preprocess(self, image, text: str) -> dict[str, torch.Tensor]: ...
 
     def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+
+@runtime_checkable
+class RowReader(Protocol):
+    meta: dict
+
+    def read_split(self, memes_dir: Path, split: str) -> tuple[list[int], dict[str, torch.Tensor]]: ...
 
 
 class MemeInputs(Dataset):

@@ -22,7 +22,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class CnnParams:
     backbone: str = "torchvision:resnet152"  # or "open_clip:<model name>"
-    pretrained: str = "DEFAULT"  # torchvision: a weights file or "DEFAULT" (the weights cache); open_clip: tag/path
+    pretrained: str = "DEFAULT"  # torchvision: weights name (DEFAULT, IMAGENET1K_V1) or file; open_clip: tag/path
     image_size: int = 448
 
 
@@ -45,16 +45,28 @@ class OpenClipResNetTrunk(nn.Module):
 
 
 def load_torchvision_trunk(name: str, pretrained: str, param: str) -> tuple[nn.Module, tuple, tuple]:
-    """torchvision model `name` without its pooling and classifier; `param` is the setting of `pretrained`."""
+    """torchvision model `name` without its pooling and classifier; `param` is the setting of `pretrained`:
+    torchvision's published weights by name ("DEFAULT", "IMAGENET1K_V1"), a weights file, or "" / "none" (random)."""
     import torchvision
 
-    with loading(param, pretrained, torchvision_download(name)):
-        if pretrained in ("", "DEFAULT"):
-            model = torchvision.models.get_model(name, weights=pretrained or None)
+    published = pretrained in torchvision_weights_names(name)
+    with loading(param, pretrained, torchvision_download(name, pretrained if published else "DEFAULT")):
+        if published or pretrained.lower() in ("", "none"):
+            model = torchvision.models.get_model(name, weights=pretrained if published else None)
         else:
             model = torchvision.models.get_model(name, weights=None)
             model.load_state_dict(load_weights_file(pretrained))
     return nn.Sequential(*list(model.children())[:-2]), IMAGENET_MEAN, IMAGENET_STD
+
+
+def torchvision_weights_names(name: str) -> set[str]:
+    """The names of torchvision's published weights for model `name` ("DEFAULT" and e.g. "IMAGENET1K_V1")."""
+    import torchvision
+
+    try:
+        return {"DEFAULT", *torchvision.models.get_model_weights(name).__members__}
+    except ValueError:  # not a torchvision model: get_model's error says so
+        return {"DEFAULT"}
 
 
 def load_weights_file(path: str) -> dict[str, torch.Tensor]:

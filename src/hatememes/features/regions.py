@@ -1,9 +1,12 @@
 """Region features for VisualBERT (Li et al. 2019): K boxes, one RoIAlign vector per box on the CNN
 feature map, and each box's normalised geometry (x1, y1, x2, y2, w, h).
 
-Boxes come from a torchvision detector when its weights are given (`detector` + `detector_weights`),
-else from a fixed multi-scale grid (whole image, 2x2, 3x3, ...); meta.json records which. The extractor's
-`model` holds the CNN and the detector, so the stage's `extractor.model.to(device)` moves both.
+Three sources, chosen by which setting is filled in (meta.json's `box_source` records the one used):
+- `detector` + `detector_weights`: a torchvision detector's top-K boxes by score, RoIAligned on the CNN map;
+- `precomputed_dir`: MMF's released Faster R-CNN features and boxes, read from files (no CNN, no images:
+  hatememes.features.mmf_regions; docs/region-features.md);
+- neither: a fixed multi-scale grid of boxes (whole image, 2x2, 3x3, ...) RoIAligned on the CNN map.
+The extractor's `model` holds the CNN and the detector, so the stage's `extractor.model.to(device)` moves both.
 """
 
 from __future__ import annotations
@@ -23,6 +26,21 @@ class RegionsParams:
     num_boxes: int = 36
     detector: str = ""  # a torchvision detection model name, e.g. fasterrcnn_resnet50_fpn_v2; "" = grid boxes
     detector_weights: str = ""  # a local weights file for it
+    precomputed_dir: str = ""  # a folder of MMF's per-image <id>.npy + <id>_info.npy; "" = RoIAlign on the CNN
+    precomputed_dim: int = 2048  # the feature size every precomputed file must have (MMF's fc6: 2048)
+
+    def __post_init__(self) -> None:
+        if self.detector_weights and not self.detector:
+            raise ValueError("features.regions.detector_weights is set but detector is empty: name the torchvision "
+                             "detection model the weights are for")
+        if self.detector and self.precomputed_dir:
+            raise ValueError("features.regions: detector and precomputed_dir are both set; boxes come from one "
+                             "source (empty both for the fixed grid)")
+
+    @property
+    def source(self) -> str:
+        """Where the regions come from: "precomputed" (MMF's files), "detector", or "grid" (neither set)."""
+        return "precomputed" if self.precomputed_dir else "detector" if self.detector else "grid"
 
 
 def grid_boxes(count: int) -> torch.Tensor:
@@ -54,6 +72,9 @@ class RegionsModel(nn.Module):
 
 class RegionsExtractor:
     def __init__(self, params: RegionsParams):
+        if params.source == "precomputed":
+            raise ValueError("features.regions.precomputed_dir is set: those regions are read from MMF's files "
+                             "(hatememes.features.build_regions), not RoIAligned on a CNN")
         trunk, transform, cnn_meta = load_cnn(params.cnn, "features.regions.cnn")
         self.preprocess = ImageOnly(transform)
         self.params = params

@@ -61,6 +61,12 @@ MODELS: dict[str, str] = {
     "clip_zeroshot": "hatememes.models.clip_zeroshot:ClipZeroShot",
     "mmbt": "hatememes.models.mmbt:MMBT",
     "visualbert": "hatememes.models.visualbert:VisualBert",
+    # the benchmark paper's baselines (Kiela et al. 2020, Table 2); its Late Fusion is the mean of text_bert's and
+    # image_grid's probabilities: params.yaml `late_fusion`, run by the ensemble stage as `ensemble` is
+    "image_grid": "hatememes.models.image_only:ImageOnly",
+    "image_region": "hatememes.models.image_only:ImageOnly",  # the same model on the mean region feature
+    "text_bert": "hatememes.models.text_bert:TextBert",
+    "concat_bert": "hatememes.models.concat_bert:ConcatBert",
     # any image-text-to-text model; llava_* are the LLaVA-1.5 presets (params.yaml), lmm_* any other base
     "llava_zeroshot": "hatememes.models.lmm:LMMZeroShot",
     "llava_lora": "hatememes.models.lmm:LMMLoRA",

