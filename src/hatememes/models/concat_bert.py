@@ -63,7 +63,7 @@ class ConcatBert(nn.Module):
         name = context.name or "concat_bert"
         key = f"train.{name}.model.image_features"
         config = replace(config, image_dim=image_dim(context, config.image_features, key))
-        return cls(config, TextEncoder.load(config, f"train.{name}.model.text_model"))
+        return cls(config, TextEncoder.load(config, name))
 
     def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
         return {**self.text.tokenize(items), "image": image_vector(items, self.config.image_features),  # (B, D)

@@ -60,7 +60,7 @@ from hatememes.models.fine_grained_head import (
 from hatememes.pretrained import loading, resolve
 
 TEXT_MODEL = "train.mmbt.model.text_model"  # the param naming the BERT checkpoint, for load errors
-LAYERS, REGIONS = "train.mmbt.model.num_hidden_layers", "train.mmbt.model.num_regions"
+REGIONS = "train.mmbt.model.num_regions"
 ENCODER, FEATURES = "train.mmbt.model.image_encoder", "train.mmbt.model.image_features"
 IMAGE_WEIGHTS = "train.mmbt.model.image_weights"
 # MMF's Hateful Memes image processor (mmf/configs/datasets/hateful_memes/defaults.yaml, `image_processor`):
@@ -113,17 +113,17 @@ def load_report_off() -> Iterator[None]:
         transformers.logging.set_verbosity(verbosity)
 
 
-def load_bert(config: MMBTConfig, name: str) -> nn.Module:
+def load_bert(config: MMBTConfig, name: str, model: str = "mmbt") -> nn.Module:
     """BERT checkpoint `name` as published, or with its first `config.num_hidden_layers` (embeddings included)
     and, for `pooling: mean`, no pooler: what is left out is not loaded, said in one line instead of
-    transformers' load report."""
+    transformers' load report. `model` names the params section (train.<model>) in errors and that line."""
     count, pooler = config.num_hidden_layers, pooler_argument(config)
     if count is None and not pooler:
         return AutoModel.from_pretrained(name, dtype=torch.float32)
     available = AutoConfig.from_pretrained(name).num_hidden_layers
     if count is not None and not 1 <= count <= available:
-        raise ValueError(f"{LAYERS} = {count}, but {config.text_model} has {available} layers: keep 1 to "
-                         f"{available} (null keeps them all)")
+        raise ValueError(f"train.{model}.model.num_hidden_layers = {count}, but {config.text_model} has "
+                         f"{available} layers: keep 1 to {available} (null keeps them all)")
     count = available if count is None else count
     with load_report_off():
         bert, info = AutoModel.from_pretrained(name, dtype=torch.float32, num_hidden_layers=count,
@@ -131,7 +131,7 @@ def load_bert(config: MMBTConfig, name: str) -> nn.Module:
     left_out = [f".layer.{index}." for index in range(count, available)] + ([".pooler."] if pooler else [])
     unexpected = sorted(key for key in info["unexpected_keys"] if not any(part in f".{key}" for part in left_out))
     missing = sorted(info["missing_keys"])
-    print(f"mmbt: the first {count} of {config.text_model}'s {available} layers{', no pooler' if pooler else ''}"
+    print(f"{model}: the first {count} of {config.text_model}'s {available} layers{', no pooler' if pooler else ''}"
           + (f"; missing: {', '.join(missing)}" if missing else "")
           + (f"; not used: {', '.join(unexpected)}" if unexpected else ""))
     return bert

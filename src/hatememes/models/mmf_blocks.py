@@ -73,12 +73,12 @@ class TextEncoder(nn.Module):
         self.hidden_size = bert.config.hidden_size
 
     @classmethod
-    def load(cls, config, key: str) -> TextEncoder:
-        """`config.text_model` as published (or its first `num_hidden_layers`); `key` names the param."""
+    def load(cls, config, model: str) -> TextEncoder:
+        """`config.text_model` as published (or its first `num_hidden_layers`); `model` names the params section."""
         name = resolve(config.text_model)
-        with loading(key, config.text_model):
+        with loading(f"train.{model}.model.text_model", config.text_model):
             tokenizer = AutoTokenizer.from_pretrained(name)
-            bert = load_bert(config, name)
+            bert = load_bert(config, name, model)
         return cls(config, bert, tokenizer)
 
     def tokenize(self, items: list[dict]) -> dict[str, torch.Tensor]:

@@ -42,7 +42,7 @@ class TextBert(nn.Module):
 
     @classmethod
     def build(cls, config: TextBertConfig, context: BuildContext) -> TextBert:
-        return cls(config, TextEncoder.load(config, f"train.{context.name or 'text_bert'}.model.text_model"))
+        return cls(config, TextEncoder.load(config, context.name or "text_bert"))
 
     def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
         return {**self.text.tokenize(items), **labels_and_ids(items)}
