@@ -170,7 +170,8 @@ def test_summary_md_is_the_readme_table(tree):
     from_files = results_markdown(root / "eval").splitlines()  # every model but course_lstm has metrics.json
     assert [row for row in table if "course_lstm" not in row] == from_files
     lstm = next(row for row in table if "`course_lstm`" in row)  # recomputed, as in the report
-    assert auroc_cell(summary["splits"]["dev_seen"]["rows"]["course_lstm"]) in lstm
+    assert f"| {summary['splits']['dev_seen']['rows']['course_lstm']['auroc']:.3f} |" in lstm  # no interval
+    assert auroc_cell(summary["splits"]["test_unseen"]["rows"]["course_lstm"]) in lstm  # its interval
     assert next(row for row in table if "`mmbt`" in row).endswith("| — | — |")  # test_seen unlabelled, no test_unseen
 
 

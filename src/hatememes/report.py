@@ -1187,14 +1187,17 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 # ----- the results table: eval/summary.md, copied into the README by `python -m hatememes.readme_results`
 
 RESULT_SPLITS = ("dev_seen", "dev_unseen", "test_seen", "test_unseen")
+RESULT_INTERVALS = ("test_unseen",)  # the splits whose 95% interval the short table shows (the report: every one)
 NO_RUN = ("_No committed run yet (no `eval/*/metrics.json`): run `dvc repro`, then "
           "`python -m hatememes.readme_results`._")
 
 
-def results_table(metrics: dict[str, dict], families: dict[str, str] | None = None) -> str:
-    """AUROC [95% bootstrap CI] of each model on each official split, as markdown: the model's own run (the
-    report adds the mean ± sd of models trained from several seeds). Rows as the report's tables order them:
-    grouped by family (`families`; default the report's), best first on the headline split.
+def results_table(metrics: dict[str, dict], families: dict[str, str] | None = None,
+                  intervals: tuple[str, ...] = RESULT_INTERVALS) -> str:
+    """AUROC of each model on each official split [95% bootstrap CI on `intervals`], as markdown: the model's
+    own run (the report adds the mean ± sd of models trained from several seeds). Rows as the report's tables
+    order them: grouped by family (`families`; default the report's), best first on the headline split. This
+    is eval/summary.md, which the README copies (kept short: the other splits' intervals are in the report).
 
     `metrics` maps a model name to its metrics.json content (DESIGN §7); a split it lacks shows as —."""
     if not metrics:
@@ -1204,17 +1207,22 @@ def results_table(metrics: dict[str, dict], families: dict[str, str] | None = No
     auroc = {name: entry[split]["auroc"] for name, entry in metrics.items()
              if split is not None and (entry.get(split) or {}).get("auroc") is not None}
     order = grouped_order(list(metrics), auroc, FAMILIES if families is None else families)
-    rows = [[f"`{name}`"] + [auroc_cell(metrics[name].get(split), seeds=False) for split in RESULT_SPLITS]
-            for name in order]
+    rows = [[f"`{name}`"] + [auroc_cell(point_or_interval(metrics[name].get(split), split in intervals), seeds=False)
+                             for split in RESULT_SPLITS] for name in order]
     return md_table(["model", *RESULT_SPLITS], rows) + "\n"
 
 
-def results_markdown(eval_dir: Path, models: tuple[str, ...] = (), families: dict[str, str] | None = None) -> str:
+def point_or_interval(entry: dict | None, interval: bool) -> dict | None:
+    return entry if interval or not entry else {**entry, "auroc_ci95": None}
+
+
+def results_markdown(eval_dir: Path, models: tuple[str, ...] = (), families: dict[str, str] | None = None,
+                     intervals: tuple[str, ...] = RESULT_INTERVALS) -> str:
     """`results_table` from the eval/<name>/metrics.json files alone (no predictions needed), of `models`
     (params.yaml `report.models`; empty: every model with a metrics.json; one without it is left out)."""
     paths = {p.parent.name: p for p in Path(eval_dir).glob("*/metrics.json")}
     names = [n for n in models if n in paths] if models else sorted(paths)
-    return results_table({n: json.loads(paths[n].read_text(encoding="utf-8")) for n in names}, families)
+    return results_table({n: json.loads(paths[n].read_text(encoding="utf-8")) for n in names}, families, intervals)
 
 
 def render_markdown(summary: dict, lead: tuple[str, Path] | None, figures: list[tuple[str, Path]],
