@@ -41,12 +41,12 @@ def commit(repository: Path, message: str) -> None:
 
 def keep_one_model(repository: Path, model: str) -> None:
     """dvc.yaml with the train and evaluate stages of `model` only, and without the stages that read every
-    model (explain, ensemble, report) or another model's output (lmm_features): the cheap pipelines of the DVC
-    workflow tests."""
+    model (explain, ensemble, report) or other models' outputs (lmm_features, late_fusion): the cheap pipelines
+    of the DVC workflow tests."""
     from dvc.utils.serialize import modify_yaml
 
     with modify_yaml(repository / "dvc.yaml") as pipeline:
-        for stage in ("lmm_features", "explain", "ensemble", "report"):
+        for stage in ("lmm_features", "explain", "late_fusion", "ensemble", "report"):
             del pipeline["stages"][stage]
         for stage in ("train", "evaluate"):  # one foreach mapping (a YAML alias): each key goes once
             for name in [name for name in pipeline["stages"][stage]["foreach"] if name != model]:
