@@ -211,3 +211,5 @@ def test_fine_grained_heads_that_learnt_nothing_are_reported(fine_demo, model, t
                          [r["pred_hate"]["hateful"] for r in submission.values()], fine)
     problems = check_fine_grained_bars(fine_demo)
     assert problems and all(p.startswith(f"{model} fine-grained") for p in problems), problems
+    if tampering != "no heads":  # each task's bar, the lower ones included, fails a dead head
+        assert {p.split()[2] for p in problems} == {"pc", "attack"}, problems
