@@ -29,7 +29,7 @@ from demo import fresh_clone  # noqa: E402
 from hatememes.params import WORLD_SEEDS, compose  # noqa: E402
 
 DEV_SPLITS = ("dev_seen", "dev_unseen")
-TARGETS = ("features@clip", "pretrain_llava")  # everything a control reads: the memes come with them
+TARGETS = ("features@clip", "pretrain")  # everything a control reads: the memes come with them
 
 
 def build_world(seed: int, destination: Path) -> Path:

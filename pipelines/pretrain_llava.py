@@ -1,9 +1,10 @@
-"""Stage `pretrain_llava` (demo profile): the tiny LLaVA base that `llava_zeroshot` and `llava_lora` start from.
+"""The tiny LLaVA base that `llava_zeroshot` and `llava_lora` start from (demo profile); the `pretrain` stage runs
+it beside the tiny CLIP (`pipelines/pretrain.py --llava-out`).
 
     python pipelines/pretrain_llava.py --corpus data/corpus --out data/llava-tiny
 
 Builds a LLaVA (CLIP vision tower + Llama, hidden 64) from a config, trains its BPE tokenizer and pretrains
-it on the corpus of the `pretrain` stage (`hatememes.models.llava_tiny`), then saves model and processor
+it on the corpus that `pipelines/pretrain.py` writes (`hatememes.models.llava_tiny`), then saves model and processor
 with `save_pretrained`: `train.llava_*.model.base` points at `<out>` exactly as the full profile points at
 `llava-hf/llava-1.5-7b-hf`. With `pretrain_llava.enabled: false` (the full profile) it only writes
 `<out>/pretrain_log.json` saying it skipped.

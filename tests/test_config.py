@@ -52,7 +52,7 @@ def test_dvc_stages_match_params_and_code():
     params = load_params(ROOT / "params.yaml")
     models = [name for name in params["train"] if name != "dev_split"]
     stages = dvc["stages"]
-    assert list(stages) == ["fetch", "pretrain", "pretrain_llava", "features", "train", "evaluate", "lmm_features",
+    assert list(stages) == ["fetch", "pretrain", "features", "train", "evaluate", "lmm_features",
                             "explain", "late_fusion", "ensemble", "report"]
     assert stages["features"]["foreach"] == "${features.kinds}"  # each profile's kinds, all of them extractors
     assert set(params["features"]["kinds"]) <= set(EXTRACTORS)

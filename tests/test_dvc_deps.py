@@ -103,7 +103,7 @@ def test_region_features_do_not_rerun_clip_fusion_or_llava(repository):
 
 def test_a_new_llava_base_reruns_only_the_lmm_models(repository):
     assert touched(repository, "data/llava-tiny") == {
-        "pretrain_llava", "train@llava_zeroshot", "train@llava_lora", "train@lmm_zeroshot", "train@lmm_lora"}
+        "pretrain", "train@llava_zeroshot", "train@llava_lora", "train@lmm_zeroshot", "train@lmm_lora"}
 
 
 def test_the_memes_rerun_every_stage_that_reads_them(repository):

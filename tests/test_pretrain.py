@@ -126,10 +126,10 @@ def test_zero_shot_accuracy_is_the_argmax_over_class_embeddings():
     assert zero_shot_accuracy(image_features, classes, [0, 2, 2]) == pytest.approx(2 / 3)
 
 
-def write_params(path: Path, **pretrain) -> Path:
+def write_params(path: Path, pretrain_llava: dict | None = None, **pretrain) -> Path:
     section = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(QUICK).items()}
     params = {"profile": "demo", "fetch": {"synthetic": dataclasses.asdict(CORPUS)},
-              "pretrain": {**section, **pretrain}}
+              "pretrain": {**section, **pretrain}, **({"pretrain_llava": pretrain_llava} if pretrain_llava else {})}
     path.write_text(yaml.safe_dump(params))
     return path
 
@@ -151,3 +151,19 @@ def test_stage_disabled_writes_a_skip_note_and_no_checkpoint(tmp_path):
     assert pretrain_stage.main(["--corpus", str(corpus), "--out", str(out), "--params", str(params)]) == 0
     assert json.loads((out / "metrics.json").read_text())["skipped"] is True
     assert not list(out.glob("*.safetensors")) and not list(corpus.iterdir())
+
+
+def test_stage_builds_the_llava_base_in_a_second_process(tmp_path, capfd):
+    """--llava-out runs pipelines/pretrain_llava.py on the same corpus and params beside the CLIP's training; the
+    stage succeeds only if both do."""
+    out, corpus, llava = tmp_path / "pretrain", tmp_path / "corpus", tmp_path / "llava-tiny"
+    skip = write_params(tmp_path / "skip.yaml", pretrain_llava={"enabled": False})
+    arguments = ["--corpus", str(corpus), "--out", str(out), "--llava-out", str(llava)]
+    assert pretrain_stage.main([*arguments, "--params", str(skip)]) == 0
+    assert json.loads((llava / "pretrain_log.json").read_text())["skipped"] is True  # the second process ran
+    assert (out / "tiny-vit.safetensors").is_file()
+    capfd.readouterr()
+    broken = write_params(tmp_path / "broken.yaml", pretrain_llava={"enabled": True, "tinny": {}})
+    assert pretrain_stage.main([*arguments, "--params", str(broken), "--reuse-corpus"]) == 1
+    error = capfd.readouterr().err
+    assert "tinny" in error and "pipelines/pretrain_llava.py exited 1" in error

@@ -1,6 +1,7 @@
 """The pretraining stages' one augmentation: random translation with the edges replicated.
 
-torch only (no open_clip, no transformers), so both `pretrain` and `pretrain_llava` import it for free."""
+torch only (no open_clip, no transformers), so both pretraining processes (the tiny CLIP's and the tiny
+LLaVA's) import it for free."""
 
 from __future__ import annotations
 

@@ -102,7 +102,8 @@ class TinyLlavaConfig:
 
 @dataclass(frozen=True)
 class PretrainLlavaParams:
-    """The `pretrain_llava` stage's section: build the tiny base (demo) or skip (full: a published base)."""
+    """The `pretrain_llava` params section (the `pretrain` stage's second process): build the tiny base (demo)
+    or skip (full: a published base)."""
 
     enabled: bool = True
     tiny: TinyLlavaConfig = field(default_factory=TinyLlavaConfig)
