@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                 root, name = world.resolve(), world.name
             else:
                 root, name = build_world(world, Path(scratch) / f"world{world}"), f"world {world}"
-            results[name] = world_controls(root, args.models, Path(scratch) / "fits")
+            results[name] = world_controls(root, args.models, Path(scratch) / "fits" / name)  # one each: the
+            # loop resumes from checkpoints it finds, and another world's would pass for this one's
             print(f"{name}: " + ", ".join(f"{model} {v['dev_seen']:.3f} / {v['dev_unseen']:.3f}"
                                           for model, v in results[name].items()), flush=True)
             if args.seeds:
