@@ -39,10 +39,6 @@ RGCL_SLACK = 0.03  # rgcl below clip_fusion, on test_unseen
 # bar for them is 0.60, still 0.1 above what a dead head scores (session 18)
 FINE_GRAINED = {"clip_fusion": 0.75, "mmbt": 0.75, "visualbert": 0.75, "lmm_lora": 0.70}
 FINE_GRAINED_TASK = {("lmm_lora", "attack"): 0.60}  # (model, task) -> its own bar, where it differs
-
-
-def fine_grained_bar(model: str, task: str) -> float:
-    return FINE_GRAINED_TASK.get((model, task), FINE_GRAINED[model])
 FINE_GRAINED_SPLIT = "dev_unseen"
 # splits besides test_unseen whose bars the e2e test held before the bars moved here
 ALSO_ON = {"clip_fusion": ("dev_unseen",), "clip_linear_image": ("dev_unseen",), "clip_linear_text": ("dev_unseen",),
@@ -169,6 +165,10 @@ def check_committed_fine_grained_bars(root: Path) -> list[str]:
         path = root / "eval" / model / "fine_grained.json"
         results[model] = json.loads(path.read_text()) if path.is_file() else {"error": f"{path} missing"}
     return fine_grained_violations(results)
+
+
+def fine_grained_bar(model: str, task: str) -> float:
+    return FINE_GRAINED_TASK.get((model, task), FINE_GRAINED[model])
 
 
 def fine_grained_violations(results: dict[str, dict]) -> list[str]:
