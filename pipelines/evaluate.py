@@ -1,14 +1,17 @@
-"""Stage `evaluate@MODEL`: the metrics of a model's predictions, written into eval/MODEL (DESIGN §7).
+"""Stage `evaluate`: every model's metrics from its predictions, written into eval/MODEL (DESIGN §7).
 
-    python pipelines/evaluate.py clip_fusion --memes data/memes --predictions eval/clip_fusion/predictions \
-        --out eval/clip_fusion
+    python pipelines/evaluate.py clip_fusion mmbt --memes data/memes --eval eval
+    python pipelines/evaluate.py clip_fusion --predictions eval/clip_fusion/predictions --out eval/clip_fusion
 
-Reads predictions/<split>.csv (id,proba,label), which the train@MODEL stage scored, checks that each split's
-memes are there exactly once, and writes metrics.json (AUROC + bootstrap CI, accuracy and F1 at the
-dev-chosen threshold and at 0.5, n) and roc/<split>.csv; and fine_grained.json: where data/memes has the
-WOAH 2021 fine-grained labels, the shared task's scores (its scorer's hate micro-AUROC for every model, and
-protected category / attack type for a model with fine-grained heads) and hate AUROC per protected
-category (hatememes.shared_task). No model, no torch.
+For each MODEL, reads eval/MODEL/predictions/<split>.csv (id,proba,label), which the train@MODEL stage scored,
+checks that each split's memes are there exactly once, and writes into eval/MODEL metrics.json (AUROC +
+bootstrap CI, accuracy and F1 at the dev-chosen threshold and at 0.5, n) and roc/<split>.csv; and
+fine_grained.json: where data/memes has the WOAH 2021 fine-grained labels, the shared task's scores (its
+scorer's hate micro-AUROC for every model, and protected category / attack type for a model with fine-grained
+heads) and hate AUROC per protected category (hatememes.shared_task). No model, no torch.
+
+One DVC stage evaluates every model: a model takes about 0.35 s here, and a stage of its own cost 1.8 s more
+(DVC rewrites dvc.lock after each stage, and each is a new Python process; docs/measurements.md, session 20).
 """
 
 from __future__ import annotations
@@ -26,18 +29,26 @@ from hatememes.shared_task import evaluate_fine_grained
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", help="the model's name (a stage of dvc.yaml: evaluate@NAME)")
+    parser.add_argument("names", nargs="+", metavar="NAME",
+                        help="the models to evaluate (each scored by its train@NAME stage)")
     parser.add_argument("--memes", type=Path, default=Path("data/memes"))
-    parser.add_argument("--predictions", type=Path, help="default: eval/NAME/predictions")
-    parser.add_argument("--out", type=Path, help="default: eval/NAME")
+    parser.add_argument("--eval", type=Path, default=Path("eval"),
+                        help="reads EVAL/NAME/predictions, writes EVAL/NAME (default: eval)")
+    parser.add_argument("--predictions", type=Path,
+                        help="one NAME only: its predictions (default: EVAL/NAME/predictions)")
+    parser.add_argument("--out", type=Path, help="one NAME only: where its metrics go (default: EVAL/NAME)")
     P.add_arguments(parser)
     args = parser.parse_args(argv)
-    out = args.out or Path("eval") / args.name
-    try:
-        params = P.from_arguments(args)
-        evaluate(params, args.memes, args.predictions or out / "predictions", out)
-    except Exception as error:
-        return report_write_error("evaluate", out, error)
+    if len(args.names) > 1 and (args.predictions or args.out):
+        parser.error("--predictions and --out name one model's folders; for several models use --eval")
+    params = P.from_arguments(args)
+    for name in args.names:
+        out = args.out or args.eval / name
+        try:
+            evaluate(params, args.memes, args.predictions or out / "predictions", out)
+        except Exception as error:
+            error.add_note(f"evaluate: while evaluating {name} (into {out})")
+            return report_write_error("evaluate", out, error)
     return 0
 
 

@@ -1,5 +1,5 @@
 """Stage `train@MODEL`: fit one model (a section of params.yaml `train`), save it to models/MODEL and score
-every split with it into eval/MODEL/predictions (the evaluate@MODEL stage turns those into metrics).
+every split with it into eval/MODEL/predictions (the evaluate stage turns those into metrics).
 
     python pipelines/train.py clip_fusion --memes data/memes --features data/features --out models/clip_fusion \
         --predictions eval/clip_fusion/predictions

@@ -57,11 +57,16 @@ def test_dvc_stages_match_params_and_code():
     assert stages["features"]["foreach"] == "${features.kinds}"  # each profile's kinds, all of them extractors
     assert set(params["features"]["kinds"]) <= set(EXTRACTORS)
     assert list(stages["train"]["foreach"]) == models, "dvc.yaml's train stages and params.yaml's models differ"
-    assert stages["evaluate"]["foreach"] == stages["train"]["foreach"]
-    # train@ scores what it trained; evaluate@ reads those scores and no model (no torch start-up)
+    # train@ scores what it trained; the evaluate stage reads every model's scores and no model (no torch
+    # start-up), and writes each model's metrics beside its predictions
     assert "eval/${key}/predictions" in stages["train"]["do"]["outs"]
-    assert "eval/${key}/predictions" in stages["evaluate"]["do"]["deps"]
-    assert not any(str(dep).startswith(("models/", "data/features")) for dep in stages["evaluate"]["do"]["deps"])
+    evaluate = stages["evaluate"]
+    assert evaluate["cmd"].split(" --eval eval ")[1].split() == models
+    assert {d for d in evaluate["deps"] if d.startswith("eval/")} == {f"eval/{m}/predictions" for m in models}
+    assert not any(str(dep).startswith(("models/", "data/features")) for dep in evaluate["deps"])
+    assert [next(iter(out)) for out in evaluate["outs"]] == [f"eval/{m}/roc" for m in models]
+    assert [next(iter(metric)) for metric in evaluate["metrics"]] == [
+        f"eval/{m}/{name}.json" for m in models for name in ("metrics", "fine_grained")]
     for stage in stages:
         assert (ROOT / "pipelines" / f"{stage}.py").is_file(), f"stage {stage} has no script"
     report_deps = {d for d in stages["report"]["deps"] if d.startswith("eval/") and not d.endswith("/extra")}
@@ -77,8 +82,8 @@ def test_dvc_stages_match_params_and_code():
 
 
 def test_the_evaluate_stage_imports_no_heavy_library():
-    """The evaluate@ stages (one per model) only read predictions: starting one must not import torch, scipy
-    or scikit-learn (seconds each, paid once per model and per `dvc repro`)."""
+    """The evaluate stage only reads predictions: starting it must not import torch, scipy or scikit-learn
+    (seconds each, paid by every `dvc repro` that changes a model's predictions)."""
     code = ("import sys; sys.path.insert(0, 'pipelines'); import evaluate; "
             "print(sorted({'torch', 'scipy', 'sklearn', 'transformers', 'open_clip'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

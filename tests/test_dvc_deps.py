@@ -24,8 +24,8 @@ MODELS = ["clip_fusion", "rgcl", "rgcl_bce_only", "rgcl_knn", "clip_linear_image
           "mmbt", "visualbert", "course_mlp", "course_cnn", "course_lstm", "course_transformer", "llava_zeroshot",
           "llava_lora", "lmm_zeroshot", "lmm_lora", "lmm_rgcl", "lmm_rgcl_knn", "image_grid", "image_region",
           "text_bert", "concat_bert"]
-# evaluate@ reads train@'s predictions and the memes, never features, a base model or `launch`: a new input
-# reruns train@, and evaluate@ follows only when the predictions it reads change.
+# The evaluate stage reads train@'s predictions and the memes, never features, a base model or `launch`: a new
+# input reruns train@, and evaluate follows only when predictions change.
 CLIP_READERS = {"clip_fusion", "clip_linear_image", "clip_linear_text", "clip_zeroshot", "course_mlp", "rgcl",
                 "rgcl_bce_only", "rgcl_knn"}
 
@@ -114,7 +114,7 @@ def test_the_memes_rerun_every_stage_that_reads_them(repository):
     manifest.write_text('{"changed": true}')
     try:
         readers = {f"features@{kind}" for kind in feature_kinds(repository)} | {"explain", "report", "lmm_features"}
-        readers |= {f"{stage}@{m}" for stage in ("train", "evaluate") for m in MODELS}
+        readers |= {"evaluate", *(f"train@{m}" for m in MODELS)}
         assert stale(repository) == {"fetch"} | readers
     finally:
         manifest.write_text(original)
@@ -122,9 +122,9 @@ def test_the_memes_rerun_every_stage_that_reads_them(repository):
 
 def test_new_predictions_rerun_only_their_readers(repository):
     """train@mmbt is listed because its output changed; what reads the predictions follows, nothing else."""
-    assert touched(repository, "eval/mmbt/predictions") == {"train@mmbt", "evaluate@mmbt", "ensemble", "report"}
-    assert touched(repository, "eval/text_bert/predictions") == {"train@text_bert", "evaluate@text_bert",
-                                                                  "late_fusion", "report"}
+    assert touched(repository, "eval/mmbt/predictions") == {"train@mmbt", "evaluate", "ensemble", "report"}
+    assert touched(repository, "eval/text_bert/predictions") == {"train@text_bert", "evaluate", "late_fusion",
+                                                                  "report"}
 
 
 def test_a_retrained_stage_one_reruns_the_lmm_features_and_only_what_reads_them(repository):
@@ -185,7 +185,7 @@ def test_one_param_reruns_only_the_stage_that_reads_it(repository):
         assert stale(repository) == {f"train@{m}" for m in MODELS}
         params.write_text(original)
         apply_overrides(str(params), ["evaluate.n_boot=321"])
-        assert stale(repository) == {f"evaluate@{m}" for m in MODELS} | {"ensemble", "late_fusion"}
+        assert stale(repository) == {"evaluate", "ensemble", "late_fusion"}
     finally:
         params.write_text(original)
     assert stale(repository) == set()

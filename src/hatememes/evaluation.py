@@ -1,5 +1,5 @@
 """A model's evaluation folder (DESIGN §7): its predictions, written by the stage that scores (train@,
-ensemble), and its metrics, written by the evaluate@ stage (and the ensemble's) from those predictions.
+ensemble), and its metrics, written by the evaluate stage (and the ensemble's) from those predictions.
 
     eval/<name>/predictions/<split>.csv   id,proba,label (label empty when unknown)
     eval/<name>/metrics.json              per labelled split: AUROC + 95% CI, accuracy, F1, threshold, n

@@ -40,17 +40,27 @@ def commit(repository: Path, message: str) -> None:
 
 
 def keep_one_model(repository: Path, model: str) -> None:
-    """dvc.yaml with the train and evaluate stages of `model` only, and without the stages that read every
-    model (explain, ensemble, report) or other models' outputs (lmm_features, late_fusion): the cheap pipelines
-    of the DVC workflow tests."""
+    """dvc.yaml with the train stage of `model` only, the evaluate stage for it alone, and without the stages
+    that read every model (explain, ensemble, report) or other models' outputs (lmm_features, late_fusion): the
+    cheap pipelines of the DVC workflow tests."""
     from dvc.utils.serialize import modify_yaml
 
     with modify_yaml(repository / "dvc.yaml") as pipeline:
         for stage in ("lmm_features", "explain", "late_fusion", "ensemble", "report"):
             del pipeline["stages"][stage]
-        for stage in ("train", "evaluate"):  # one foreach mapping (a YAML alias): each key goes once
-            for name in [name for name in pipeline["stages"][stage]["foreach"] if name != model]:
-                del pipeline["stages"][stage]["foreach"][name]
+        train = pipeline["stages"]["train"]["foreach"]
+        for name in [name for name in train if name != model]:
+            del train[name]
+        evaluate = pipeline["stages"]["evaluate"]  # every model's metrics: `model`'s only
+        evaluate["cmd"] = f"{evaluate['cmd'].split(' --eval eval ')[0]} --eval eval {model}"
+        for key in ("deps", "outs", "metrics"):
+            evaluate[key] = [entry for entry in evaluate[key]
+                             if not path_of(entry).startswith("eval/") or path_of(entry).startswith(f"eval/{model}/")]
+
+
+def path_of(entry) -> str:
+    """The path of a dvc.yaml deps/outs/metrics entry: `path` or `{path: {options}}`."""
+    return str(next(iter(entry))) if isinstance(entry, dict) else str(entry)
 
 
 def cheap_copy(destination: Path, model: str, overrides: list[str], message: str) -> Path:
