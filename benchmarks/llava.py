@@ -142,9 +142,12 @@ def run_one(saved: str, config: LlavaConfig, lora: LMMLoRAConfig, args, device: 
     seconds = time_step(model, batch, answer_ids, args.steps, device)
     tokens = config.image_seq_length + args.text_tokens
     flops, flops_6nt = step_flops(parameter_counts(config, lora), args.batch_size, config.image_seq_length, tokens)
+    setup = TrainingSetup(args.batch_size, args.text_tokens, lora.dtype, lora.quantization, lora.gradient_checkpointing,
+                          lora.lora_r, lora.lora_dropout, device=device)
     row = {"run": "qlora" if lora.quantization == "4bit" else "lora", "batch": args.batch_size, "seq": tokens,
            "step_s": seconds, "tokens_per_s": args.batch_size * tokens / seconds,
-           "peak_gb": peak_memory_gb(device), "tflops": flops / seconds / 1e12,
+           "peak_gb": peak_memory_gb(device), "estimated_gb": sum(estimate_training(config, setup).values()) / 2**30,
+           "tflops": flops / seconds / 1e12,
            "mfu": flops / seconds / H100_BF16_PEAK, "mfu_6nt": flops_6nt / seconds / H100_BF16_PEAK}
     del model
     if device == "cuda":
@@ -388,11 +391,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
             args.markdown.write_text(table, encoding="utf-8")
         return rows
     rows = run(args)
-    print(f"{'run':6s} {'batch':>5s} {'seq':>5s} {'step s':>8s} {'tokens/s':>9s} {'peak GB':>8s} "
+    print(f"{'run':6s} {'batch':>5s} {'seq':>5s} {'step s':>8s} {'tokens/s':>9s} {'peak GB':>8s} {'est. GB':>8s} "
           f"{'TFLOP/s':>8s} {'MFU':>6s} {'MFU 6NT':>8s}")
     for row in rows:
         print(f"{row['run']:6s} {row['batch']:5d} {row['seq']:5d} {row['step_s']:8.3f} {row['tokens_per_s']:9.0f} "
-              f"{row['peak_gb']:8.2f} {row['tflops']:8.1f} {row['mfu']:6.1%} {row['mfu_6nt']:8.1%}")
+              f"{row['peak_gb']:8.2f} {row['estimated_gb']:8.2f} {row['tflops']:8.1f} {row['mfu']:6.1%} "
+              f"{row['mfu_6nt']:8.1%}")
+    print("peak GB: torch.cuda.max_memory_allocated on a GPU (compare it with est., estimate_training's sum), the "
+          "process's peak RSS on CPU; GB = 2^30 bytes")
     return rows
 
 

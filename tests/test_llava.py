@@ -425,6 +425,7 @@ def test_benchmark_runs_a_tiny_training_step_on_cpu():
     rows = load_benchmark().main(["--tiny", "--steps", "1", "--batch-size", "2"])
     assert [row["run"] for row in rows] == ["lora"]  # no QLoRA row without CUDA and bitsandbytes
     assert rows[0]["tokens_per_s"] > 0 and rows[0]["seq"] == 16 + 64 and rows[0]["peak_gb"] > 0
+    assert rows[0]["estimated_gb"] > 0  # on a GPU, the estimate beside torch.cuda.max_memory_allocated
 
 
 @pytest.mark.slow

@@ -139,12 +139,18 @@ def check(name: str, measured: int, estimated: int) -> None:
     assert estimated == pytest.approx(measured, rel=0.3)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_training_step_peak_matches_the_estimate(checkpointing):
-    config, batch_size = small_config(), 2
+def smoke_config() -> LlavaConfig:
+    """The full-shapes smoke run's LLaVA (tests/helpers/full_weights.py): LLaVA-1.5-7B's config, its whole
+    CLIP ViT-L/14-336 tower and projector, its Llama cut to 2 layers of width 4096."""
+    config = llava_15_7b_config()
+    config.text_config.num_hidden_layers = 2
+    return config
+
+
+def check_training_step(config: LlavaConfig, batch_size: int, lora: LMMLoRAConfig, name: str) -> None:
+    """One LoRA step (yes/no logits, BCE, backward, AdamW) under the profiler against `estimate_training`, in
+    all and above the weights and AdamW's states."""
     torch.manual_seed(0)
-    lora = LMMLoRAConfig(dtype="float32", gradient_checkpointing=checkpointing)  # lora_dropout 0.05, as params
     model = add_lora(LlavaForConditionalGeneration(config), lora)
     batch = bench.make_batch(config, batch_size, bench.TEXT_TOKENS, "cpu")
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -163,28 +169,50 @@ def test_training_step_peak_matches_the_estimate(checkpointing):
     states = [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
     static = live_bytes(model.parameters(), model.buffers(), batch.values(), states)
     measured = static + tensor_peak_bytes(step)
-    setup = bench.TrainingSetup(batch_size, dtype="float32", gradient_checkpointing=checkpointing, device="cpu")
+    setup = bench.TrainingSetup(batch_size, dtype=lora.dtype, gradient_checkpointing=lora.gradient_checkpointing,
+                                lora_r=lora.lora_r, lora_dropout=lora.lora_dropout, device="cpu")
     parts = bench.estimate_training(config, setup)
     static_parts = ("lm_weights", "vision_weights", "adapters", "adamw_states")
-    check(f"training, checkpointing {checkpointing}", measured, sum(parts.values()))
-    check(f"training, checkpointing {checkpointing}, above weights and AdamW", measured - static,
+    check(name, measured, sum(parts.values()))
+    check(f"{name}, above weights and AdamW", measured - static,
           sum(parts.values()) - sum(parts[key] for key in static_parts))
 
 
-@pytest.mark.slow
-def test_scoring_forward_peak_matches_the_estimate():
-    config, batch_size = small_config(), 2
+def check_scoring(config: LlavaConfig, batch_size: int, use_cache: tuple[bool, ...], name: str) -> None:
+    """One scoring forward (the last position's logits) under the profiler against `estimate_scoring`."""
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration(config).eval()
     batch = bench.make_batch(config, batch_size, bench.TEXT_TOKENS, "cpu")
     static = live_bytes(model.parameters(), model.buffers(), batch.values())
     inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "pixel_values")}
-    for use_cache in (True, False):
+    for cache in use_cache:
         with torch.no_grad():
-            peak = tensor_peak_bytes(partial(model, **inputs, logits_to_keep=1, use_cache=use_cache))
-        parts = bench.estimate_scoring(config, bench.ScoringSetup(batch_size, dtype="float32", use_cache=use_cache))
-        check(f"scoring, use_cache {use_cache}", static + peak, sum(parts.values()))
-        check(f"scoring, use_cache {use_cache}, above weights", peak, sum(parts.values()) - parts["weights"])
+            peak = tensor_peak_bytes(partial(model, **inputs, logits_to_keep=1, use_cache=cache))
+        parts = bench.estimate_scoring(config, bench.ScoringSetup(batch_size, dtype="float32", use_cache=cache))
+        check(f"{name}, use_cache {cache}", static + peak, sum(parts.values()))
+        check(f"{name}, use_cache {cache}, above weights", peak, sum(parts.values()) - parts["weights"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_training_step_peak_matches_the_estimate(checkpointing):
+    lora = LMMLoRAConfig(dtype="float32", gradient_checkpointing=checkpointing)  # lora_dropout 0.05, as params
+    check_training_step(small_config(), 2, lora, f"training, checkpointing {checkpointing}")
+
+
+@pytest.mark.slow
+def test_scoring_forward_peak_matches_the_estimate():
+    check_scoring(small_config(), 2, (True, False), "scoring")
+
+
+@pytest.mark.slow
+def test_the_estimate_holds_at_the_smoke_runs_shapes():
+    """The estimate against the profiler at the full-shapes smoke run's LLaVA: the full profile's LoRA (r 128,
+    gradient checkpointing) in fp32, as the smoke run trains it on CPU, on its 2 training memes a step; and its
+    scoring forward, without the cache, as the pipeline scores."""
+    lora = LMMLoRAConfig(dtype="float32", lora_r=128, lora_alpha=256, gradient_checkpointing=True)
+    check_training_step(smoke_config(), 2, lora, "smoke-run shapes, training")
+    check_scoring(smoke_config(), 2, (False,), "smoke-run shapes, scoring")
 
 
 def test_estimate_mode_prints_and_writes_the_7b_table(tmp_path, capsys):

@@ -9,12 +9,14 @@ for both secrets.
 
 from __future__ import annotations
 
+import shutil
 import signal
 from pathlib import Path
 
 import pytest
 from stage_runs import (
     PARAMS,
+    QUICK_EVAL,
     RANDOM_CLIP,
     SIZES,
     evaluate_args,
@@ -146,6 +148,23 @@ def test_evaluation_killed_twice_then_rerun_gives_identical_files(reference, tmp
     assert tree_bytes(out) == tree_bytes(reference["eval"])
     killed(run_script("evaluate.py", args, ENV, kill_at=("open", "*/roc/test_seen.csv", 1)))
     assert tree_bytes(out) == tree_bytes(reference["eval"])  # a killed rerun leaves the complete one untouched
+
+
+def test_one_evaluation_of_several_models_writes_what_one_model_at_a_time_writes(reference, tmp_path):
+    """The evaluate stage scores every model in one process (`--eval EVAL NAME...`): each model's folder gets
+    the files a run for it alone writes, and a model without predictions fails the call, named."""
+    evaluation = tmp_path / "eval"
+    for name in ("first", "second"):
+        shutil.copytree(predictions_of(reference["model"]), evaluation / name / "predictions")
+    common = ["--params", str(PARAMS), "--memes", str(reference["memes"]), "--eval", str(evaluation), *QUICK_EVAL]
+    assert evaluate_main(["first", "second", *common]) == 0
+    for name in ("first", "second"):
+        assert tree_bytes(evaluation / name, skip=("predictions",)) == tree_bytes(reference["eval"])
+    with pytest.raises(FileNotFoundError) as error:
+        evaluate_main(["first", "missing", *common])
+    assert "while evaluating missing" in " ".join(error.value.__notes__)
+    with pytest.raises(SystemExit):  # --out names one model's folder
+        evaluate_main(["first", "second", *common, "--out", str(tmp_path / "one")])
 
 
 def test_no_secret_in_any_output_log_or_saved_params(reference):
