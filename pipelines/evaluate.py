@@ -42,21 +42,30 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.names) > 1 and (args.predictions or args.out):
         parser.error("--predictions and --out name one model's folders; for several models use --eval")
     params = P.from_arguments(args)
+    expected = expected_ids(args.memes)
     for name in args.names:
         out = args.out or args.eval / name
         try:
-            evaluate(params, args.memes, args.predictions or out / "predictions", out)
+            evaluate(params, args.memes, args.predictions or out / "predictions", out, expected)
         except Exception as error:
             error.add_note(f"evaluate: while evaluating {name} (into {out})")
             return report_write_error("evaluate", out, error)
     return 0
 
 
-def evaluate(params: dict, memes: Path, predictions_dir: Path, out: Path) -> dict:
+def expected_ids(memes: Path) -> dict[str, list[str]]:
+    """Every split of the manifest and its memes' ids, in file order: what each model must have scored."""
+    return {split: [meme.id for meme in read_split(memes, split)]
+            for split in read_json(memes / "manifest.json")["splits"]}
+
+
+def evaluate(params: dict, memes: Path, predictions_dir: Path, out: Path,
+             expected: dict[str, list[str]] | None = None) -> dict:
+    """One model's metrics from its predictions; `expected` (`expected_ids`) read from `memes` if not given."""
     config = P.section(params, "evaluate", EvaluateParams)
     dev_split = P.dev_split(params)
-    splits = list(read_json(memes / "manifest.json")["splits"])
-    expected = {split: [meme.id for meme in read_split(memes, split)] for split in splits}
+    expected = expected if expected is not None else expected_ids(memes)
+    splits = list(expected)
     predictions = read_predictions_folder(predictions_dir, splits, expected)
     seeds = read_seed_folders(predictions_dir, splits, expected)
     metrics = write_evaluation(out, predictions, dev_split, config, seeds)

@@ -132,6 +132,27 @@ def test_bootstrap_ci_contains_estimate_and_narrows_with_n():
     assert metrics.bootstrap_auroc_ci(labels, a, 200, seed=1) == metrics.bootstrap_auroc_ci(labels, a, 200, seed=1)
 
 
+@pytest.mark.parametrize("n_pos, n_neg, decimals, chunk", [(20, 20, 1, 256), (37, 90, 2, 64), (300, 120, 6, 100)])
+def test_bootstrap_replicates_are_the_resampled_values_aurocs(n_pos, n_neg, decimals, chunk):
+    """The counting bootstrap gives, bound for bound, the percentiles of the AUROCs (midranks, checked against
+    scikit-learn above) of the resampled values themselves, drawn with the same generator in the same order:
+    ties within and across classes (scores rounded to `decimals`), m != n, and several chunks."""
+    labels, a, _ = correlated_scores(n_pos, n_neg, seed=n_pos)
+    probs = np.round(a, decimals)
+    positives, negatives = probs[labels == 1], probs[labels == 0]
+    rng, replicates = np.random.default_rng(11), []
+    for start in range(0, 500, chunk):
+        b = min(chunk, 500 - start)
+        drawn = np.concatenate([positives[rng.integers(0, n_pos, (b, n_pos))],
+                                negatives[rng.integers(0, n_neg, (b, n_neg))]], axis=1)
+        replicate_labels = np.r_[np.ones(n_pos, int), np.zeros(n_neg, int)]
+        replicates += [metrics.auroc(replicate_labels, row) for row in drawn]
+    for level in (0.95, 0.5, 0.0):
+        tail = (1 - level) / 2 * 100
+        expected = tuple(np.percentile(replicates, [tail, 100 - tail]))
+        assert metrics.bootstrap_auroc_ci(labels, probs, 500, seed=11, level=level, chunk=chunk) == expected
+
+
 def test_single_class_and_empty_splits_are_not_defined():
     entry = metrics.split_metrics(np.zeros(30, int), np.linspace(0, 1, 30), threshold=0.5, n_boot=100, seed=0)
     assert entry["auroc"] is None and entry["auroc_ci95"] is None

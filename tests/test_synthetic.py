@@ -43,6 +43,18 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(small_world, 
     assert [m.meme.text for m in other["train"]] != [m.meme.text for m in S.sample_memes(SMALL)["train"]]
 
 
+def test_drawing_on_every_core_writes_what_one_core_writes(small_world, tmp_path, monkeypatch):
+    """The memes and the corpus are drawn in forked processes (`hatememes.parallel`); on one core, in this
+    process, one after another, the same files come out, byte for byte."""
+    root, _ = small_world
+    S.generate_pretrain_corpus(tmp_path / "corpus", SMALL)
+    monkeypatch.setattr(S, "available_cores", lambda: 1)
+    S.generate_memes(tmp_path / "one", SMALL)
+    S.generate_pretrain_corpus(tmp_path / "corpus_one", SMALL)
+    assert tree_hash(tmp_path / "one") == tree_hash(root)
+    assert tree_hash(tmp_path / "corpus_one") == tree_hash(tmp_path / "corpus")
+
+
 def test_splits_have_official_names_and_ratios(small_world):
     root, _ = small_world
     assert S.split_sizes(1.0) == {"train": 8500, "dev_seen": 500, "dev_unseen": 540, "test_seen": 1000,

@@ -23,6 +23,7 @@ Figures are drawn on matplotlib `Figure` objects with the Agg canvas (no pyplot,
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import html
 import io
@@ -48,6 +49,7 @@ from hatememes.metrics import (
     read_predictions,
     roc_points,
 )
+from hatememes.parallel import run_forked
 from hatememes.shared_task import CATEGORIES, evaluate_fine_grained
 
 TITLE = "hatememes: model comparison"
@@ -840,37 +842,45 @@ def write_headline_figure(summary: dict, params: ReportParams, plots: Path) -> t
 
 
 def write_figures(runs: list[ModelRun], summary: dict, params: ReportParams, plots: Path) -> list[tuple[str, Path]]:
+    """Every figure of the report into `plots`: (caption, path) in the report's order. matplotlib's drawing is
+    pure Python, so the figures are drawn on every core (`run_forked`; 12 figures of the demo: ~10 s on one
+    core of the 2-core machine, measured)."""
     plots.mkdir(parents=True, exist_ok=True)
     labelled = [s for s, info in summary["splits"].items() if info["best"] is not None]
-    figures = []
+    figures = []  # (caption, path, draw)
     evaluated = [split for split in labelled if split != "train"]  # fitted on train: its curves tell nothing
+    order = table_order(summary)
     if evaluated:
-        plot_auroc_by_split(runs, evaluated, table_order(summary), plots / "auroc.png")
         figures.append(("AUROC on each evaluation split with 95% bootstrap CIs, one row per model (grouped by "
                         "family), one marker per split: look for rows that sit on the dashed chance line on every "
-                        "split, and for unseen markers that fall behind the seen ones", plots / "auroc.png"))
+                        "split, and for unseen markers that fall behind the seen ones", plots / "auroc.png",
+                        functools.partial(plot_auroc_by_split, runs, evaluated, order, plots / "auroc.png")))
     for split in evaluated:
-        plot_roc(runs, split, table_order(summary), summary["families"], plots / f"roc_{split}.png")
+        path = plots / f"roc_{split}.png"
         figures.append((f"ROC curves, {split}, one panel per family: the nearer a curve comes to the top left "
-                        "corner the better; a curve on the grey diagonal is at chance", plots / f"roc_{split}.png"))
+                        "corner the better; a curve on the grey diagonal is at chance", path,
+                        functools.partial(plot_roc, runs, split, order, summary["families"], path)))
     for split in evaluated:
-        plot_calibration(runs, split, table_order(summary), summary["families"], params.calibration_bins,
-                         plots / f"calibration_{split}.png")
+        path = plots / f"calibration_{split}.png"
         figures.append((f"Reliability diagrams, {split}, one panel per family: points on the diagonal are "
-                        "calibrated; points below it mean the model says hateful more often than memes are",
-                        plots / f"calibration_{split}.png"))
+                        "calibrated; points below it mean the model says hateful more often than memes are", path,
+                        functools.partial(plot_calibration, runs, split, order, summary["families"],
+                                          params.calibration_bins, path)))
     matrix = category_matrix(summary) if summary["fine_grained"]["annotations"] else None
     if matrix is not None:
-        plot_category_heatmap(*matrix, plots / "fine_grained_categories.png")
+        path = plots / "fine_grained_categories.png"
         figures.append((f"Hate AUROC per protected category on {CATEGORY_SPLIT} (WOAH 2021 labels), one row per "
                         "model: look for a column that is red across models (a group every model protects "
-                        "badly) and for rows that are uneven", plots / "fine_grained_categories.png"))
+                        "badly) and for rows that are uneven", path,
+                        functools.partial(plot_category_heatmap, *matrix, path)))
     for split, gallery in summary["galleries"].items():
         path = plots / f"errors_{split}.png"
-        plot_gallery(gallery["cases"], params.thumbnail_px, f"{gallery['model']} on {split}: confident errors", path)
         figures.append((f"Error gallery, {split} ({gallery['model']}): its most confident mistakes; look for what "
-                        "they have in common", path))
-    return figures
+                        "they have in common", path,
+                        functools.partial(plot_gallery, gallery["cases"], params.thumbnail_px,
+                                          f"{gallery['model']} on {split}: confident errors", path)))
+    run_forked([draw for _, _, draw in figures])
+    return [(caption, path) for caption, path, _ in figures]
 
 
 # ----- rendering
