@@ -13,9 +13,10 @@ repository gets
   grid (448 px) and region (600 px, 36 boxes from a torchvision Faster R-CNN, its MobileNet-v3 variant: the
   ResNet-50 one costs 80 s more for the same code path) features, bert-base MMBT,
   VisualBERT as uclanlp/visualbert-vqa-coco-pre, Hate-CLIPper at its 1024 sizes, and LLaVA-1.5 with the real
-  CLIP ViT-L/14-336 tower, prompt and 576 image tokens on a Llama cut to 2 layers of width 4096, LoRA on the
-  full profile's targets, and Qwen2-VL-7B-Instruct (its whole vision tower, its language model cut the same
-  way, its chat template; the 24 x 20 px memes make 4 image tokens each);
+  CLIP ViT-L/14-336 tower (336 px, width 1024) cut to 2 of its 24 layers, prompt and 576 image tokens on a
+  Llama cut to 2 layers of width 4096, LoRA on the full profile's targets, and Qwen2-VL-7B-Instruct (its
+  whole vision tower, its language model cut the same way, its chat template; the 24 x 20 px memes make 4
+  image tokens each);
 - params composed as `dvc exp run -S profile=full -S ...` composes them; the only overrides besides the
   weight paths and the data folder are one epoch per model, 2 ensemble folds, and LLaVA in float32 (bf16
   matmuls run at half the fp32 speed on this CPU: 29-43 s against 19 s per 615-token forward, measured);

@@ -5,6 +5,7 @@ sum of the allocations and frees the profiler records during it (RSS would add t
 """
 
 import importlib.util
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
 from hatememes.models.lmm import LMMLoRAConfig, add_lora, llava_15_7b_config, yes_no_logits
+
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from full_weights import llava_smoke_config  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -139,14 +143,6 @@ def check(name: str, measured: int, estimated: int) -> None:
     assert estimated == pytest.approx(measured, rel=0.3)
 
 
-def smoke_config() -> LlavaConfig:
-    """The full-shapes smoke run's LLaVA (tests/helpers/full_weights.py): LLaVA-1.5-7B's config, its whole
-    CLIP ViT-L/14-336 tower and projector, its Llama cut to 2 layers of width 4096."""
-    config = llava_15_7b_config()
-    config.text_config.num_hidden_layers = 2
-    return config
-
-
 def check_training_step(config: LlavaConfig, batch_size: int, lora: LMMLoRAConfig, name: str) -> None:
     """One LoRA step (yes/no logits, BCE, backward, AdamW) under the profiler against `estimate_training`, in
     all and above the weights and AdamW's states."""
@@ -211,8 +207,8 @@ def test_the_estimate_holds_at_the_smoke_runs_shapes():
     gradient checkpointing) in fp32, as the smoke run trains it on CPU, on its 2 training memes a step; and its
     scoring forward, without the cache, as the pipeline scores."""
     lora = LMMLoRAConfig(dtype="float32", lora_r=128, lora_alpha=256, gradient_checkpointing=True)
-    check_training_step(smoke_config(), 2, lora, "smoke-run shapes, training")
-    check_scoring(smoke_config(), 2, (False,), "smoke-run shapes, scoring")
+    check_training_step(llava_smoke_config(), 2, lora, "smoke-run shapes, training")
+    check_scoring(llava_smoke_config(), 2, (False,), "smoke-run shapes, scoring")
 
 
 def test_estimate_mode_prints_and_writes_the_7b_table(tmp_path, capsys):

@@ -6,9 +6,11 @@ them: what an offline user does after downloading the published weights, minus t
 Every file is in the format its loader reads for the published weights: an open_clip state dict, torchvision
 state dicts (ResNet-152, Faster R-CNN), `save_pretrained` folders for BERT (the packaged MiniLM's vocabulary,
 which is bert-base-uncased's), VisualBERT (uclanlp/visualbert-vqa-coco-pre's configuration, saved as the
-pre-training model it is published as), LLaVA-1.5 (the real CLIP ViT-L/14-336 vision tower and projector,
-the Llama cut to `llm_layers` layers of width 4096, a tokenizer built in code as the demo's is) and Qwen2-VL-7B
-(its whole vision tower, the language model cut the same way).
+pre-training model it is published as), LLaVA-1.5 (the real CLIP ViT-L/14-336 vision tower, 336 px in 576
+patches of width 1024, cut to `vision_layers` of its 24 layers; the projector; the Llama cut to `llm_layers`
+layers of width 4096; a tokenizer built in code as the demo's is) and Qwen2-VL-7B (its whole vision tower, the
+language model cut as the Llama is). Depth is what the cuts take away: every width, token count, image size
+and file format is the published one, and a layer is a layer whatever its index.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ VISUALBERT_VQA_COCO_PRE = dict(  # uclanlp/visualbert-vqa-coco-pre's config.json
 )
 
 
-def write_full_weights(root: Path, llm_layers: int = 2) -> list[str]:
+def write_full_weights(root: Path, llm_layers: int = 2, vision_layers: int = 2) -> list[str]:
     """Write every full-profile weight under `root`; return the `key=value` overrides that point at them."""
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -36,7 +38,7 @@ def write_full_weights(root: Path, llm_layers: int = 2) -> list[str]:
     detector = write_torchvision(DETECTOR, root / f"{DETECTOR}.pth")
     bert = write_bert(root / "bert-base-uncased")
     visualbert = write_visualbert(root / "visualbert-vqa-coco-pre")
-    llava = write_llava(root / "llava-1.5-7b-hf", llm_layers)
+    llava = write_llava(root / "llava-1.5-7b-hf", llm_layers, vision_layers)
     qwen = write_qwen2_vl(root / "Qwen2-VL-7B-Instruct", llm_layers)
     return [
         f"features.clip.pretrained={clip}",
@@ -96,17 +98,17 @@ def write_visualbert(folder: Path) -> Path:
     return folder
 
 
-def write_llava(folder: Path, llm_layers: int) -> Path:
-    """LLaVA-1.5-7B's architecture with its Llama cut to `llm_layers` layers, bf16 as published."""
+def write_llava(folder: Path, llm_layers: int, vision_layers: int) -> Path:
+    """LLaVA-1.5-7B's architecture with its Llama cut to `llm_layers` layers and its CLIP tower to
+    `vision_layers` (2 or more: LLaVA reads the second-to-last; a meme's forward 4.2 s here with 2, 6.3 s
+    with all 24, measured), bf16 as published."""
     from transformers import LlavaForConditionalGeneration
 
     from hatememes.models.llava_tiny import MEME_PROMPT, TinyLlavaConfig, build_processor, train_tokenizer
-    from hatememes.models.lmm import llava_15_7b_config
 
     texts = [MEME_PROMPT.format(text=f"meme number {i} about the small red star") for i in range(200)]
     tokenizer = train_tokenizer(texts, vocab_size=2000)
-    config = llava_15_7b_config()
-    config.text_config.num_hidden_layers = llm_layers
+    config = llava_smoke_config(llm_layers, vision_layers)
     config.image_token_id = config.image_token_index = tokenizer.convert_tokens_to_ids("<image>")
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(config.text_config, key, getattr(tokenizer, key))
@@ -115,6 +117,17 @@ def write_llava(folder: Path, llm_layers: int) -> Path:
     processor = build_processor(tokenizer, TinyLlavaConfig(image_size=336, patch_size=14))
     processor.save_pretrained(folder)
     return folder
+
+
+def llava_smoke_config(llm_layers: int = 2, vision_layers: int = 2):
+    """LLaVA-1.5-7B's config with the smoke run's cuts (`write_llava`), also what the memory estimate is checked
+    against at the smoke run's shapes (tests/test_llava_memory.py)."""
+    from hatememes.models.lmm import llava_15_7b_config
+
+    config = llava_15_7b_config()
+    config.text_config.num_hidden_layers = llm_layers
+    config.vision_config.num_hidden_layers = vision_layers
+    return config
 
 
 def write_qwen2_vl(folder: Path, llm_layers: int) -> Path:

@@ -9,11 +9,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from PIL import Image
+
+from hatememes.parallel import available_cores, run_forked
 
 SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")
 UNLABELLED = -1
@@ -155,6 +158,21 @@ def check_image(image_root: Path, relative: str) -> tuple[str, str]:
     return "", note
 
 
+def check_images(image_root: Path, relatives: list[str]) -> dict[str, tuple[str, str]]:
+    """`check_image` of each distinct path, decoded on every core (`hatememes.parallel.run_forked`): decoding
+    every image is a quarter of the demo's fetch (3135 memes of 32 px, measured), and more of the release's."""
+    distinct = sorted(set(relatives))
+    workers = max(1, min(available_cores(), len(distinct) // 64))  # a worker is worth it for many images only
+
+    def check(part: list[str]) -> list[tuple[str, str]]:
+        return [check_image(image_root, relative) for relative in part]
+
+    parts = [distinct[k::workers] for k in range(workers)]
+    results = run_forked([functools.partial(check, part) for part in parts])
+    return {relative: result for part, checked in zip(parts, results, strict=True)
+            for relative, result in zip(part, checked, strict=True)}
+
+
 # The release shares memes between the seen and unseen versions of a split (dev_unseen holds memes of
 # dev_seen): the same record in both is kept in both. Any other id met twice is a bad record.
 TWIN_SPLITS = ({"dev_seen", "dev_unseen"}, {"test_seen", "test_unseen"})
@@ -174,13 +192,14 @@ def validate_split(
     met, across splits, and is updated."""
     check = SplitCheck(file=label, lines_read=len(rows))
     here: dict[int, str] = {}  # id -> "file:line" in this split
-    for number, record in rows:
-        meme, reason = check_record(record)
+    parsed = [check_record(record) for _, record in rows]
+    images = check_images(image_root, [meme.img for meme, _ in parsed if meme is not None])
+    for (number, record), (meme, reason) in zip(rows, parsed, strict=True):
         shared = meme is not None and meme.id in seen and is_shared(seen[meme.id], split, meme)
         if meme is not None and (meme.id in here or (meme.id in seen and not shared)):
             meme, reason = None, f"duplicate id (first at {here.get(meme.id) or seen[meme.id].where})"
         if meme is not None:
-            reason, note = check_image(image_root, meme.img)
+            reason, note = images[meme.img]
             if note:
                 check.notes.append(f"{label}:{number} id={meme.id} {note}")
         if reason:
